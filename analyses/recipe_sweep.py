@@ -1,0 +1,66 @@
+"""Train several variants of a preset recipe and tabulate their recall.
+
+    python analyses/recipe_sweep.py --variants variants.json --out runs/sweep [--device cuda] [--jobs 4]
+
+``variants.json`` maps a variant name to recipe overrides, e.g.
+``{"lr6e-3": {"training": {"learning_rate": 0.006}}, "no-updates": {"corpus": {...}}}``.
+Each variant writes ``<out>/<name>/`` (the model) and ``<out>/<name>.json`` (its report);
+``<out>/table.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import torch
+
+from workbench.io import write_text_atomic
+from workbench.model.presets import preset
+from workbench.model.training import train_model
+
+
+def run_variant(job: tuple[str, str, dict, str, str, int]) -> dict:
+    base, name, overrides, out, device, threads = job
+    torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
+    recipe = preset(base).with_overrides(name, overrides)
+    model_dir = Path(out) / name
+    model_dir.mkdir(parents=True)
+    report = train_model(recipe, model_dir, progress=False, device=device)
+    summary = {"variant": name, "overrides": overrides, **{k: report[k] for k in (
+        "train_seconds", "tokens_seen", "tokens_per_second", "final_loss", "recall_corpus", "recall_heldout")}}
+    write_text_atomic(Path(out) / f"{name}.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def table(summaries: list[dict]) -> str:
+    lines = ["| variant | overrides | train s | tokens | final loss | recall corpus | recall held-out |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['variant']} | `{json.dumps(s['overrides'])}` | {s['train_seconds']} | {s['tokens_seen']} | "
+              f"{s['final_loss']} | {s['recall_corpus']['recall']:.3f} | {s['recall_heldout']['recall']:.3f} |"
+              for s in summaries]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", required=True)
+    parser.add_argument("--base", default="default")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args()
+    variants = json.loads(Path(args.variants).read_text())
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(args.base, name, overrides, args.out, args.device, threads) for name, overrides in variants.items()]
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        summaries = pool.map(run_variant, jobs)
+    write_text_atomic(Path(args.out) / "table.md", table(summaries), overwrite=True)
+    print(table(summaries))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+import json
+
+from workbench.cli import main
+
+
+def test_model_info_json_reports_recall(capsys):
+    assert main(["model", "info", "tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "gpt2"
+    assert info["recall_corpus"] >= 0.95 and "recall_heldout" in info
+
+
+def test_world_export_writes_cases_and_never_overwrites(tmp_path, capsys):
+    out = tmp_path / "cases.json"
+    assert main(["world", "export", "--preset", "tiny", "--split", "test", "--out", str(out)]) == 0
+    cases = json.loads(out.read_text())
+    assert cases and {c["split"] for c in cases} == {"test"}
+    before = out.read_bytes()
+    assert main(["world", "export", "--preset", "tiny", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["world", "export", "--preset", "tiny", "--out", str(out), "--force"]) == 0
+    assert len(json.loads(out.read_text())) > len(cases)
+
+
+def test_demo_shows_beliefs_of_the_model(capsys):
+    assert main(["demo", "--model", "tiny", "--facts", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("world says") == 3 and "top next tokens" in out
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
+    assert main(["model", "info", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""Loading real architectures: tiny GPT-2, GPT-NeoX, GPT-J and Llama built from config."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig
+
+from tests.conftest import installed_hook_count
+from workbench.model.architecture import ARCHITECTURES, mlp_output_module, mlp_output_site
+from workbench.model.loading import ModelLoadError, load_model, resolve_model
+
+HOOKS = ("hook_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out",
+         "blocks.{l}.hook_mlp_out", "blocks.{l}.mlp.hook_post", "blocks.{l}.attn.hook_z")
+SEQUENTIAL_RESIDUAL = {"gpt2", "llama"}  # GPT-J and GPT-NeoX run attention and MLP in parallel: no resid_mid
+
+
+def _configs(vocab_size):
+    return {
+        "gpt2": GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=vocab_size),
+        "gpt_neox": GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64, vocab_size=vocab_size),
+        "gptj": GPTJConfig(n_layer=2, n_embd=32, n_head=2, rotary_dim=8, n_positions=64, vocab_size=vocab_size),
+        "llama": LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                             intermediate_size=64, max_position_embeddings=64, vocab_size=vocab_size),
+    }
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, tiny_bridge):
+    tokenizer = tiny_bridge.tokenizer
+    directories = {}
+    for name, config in _configs(len(tokenizer)).items():
+        torch.manual_seed(0)
+        directory = tmp_path_factory.mktemp(name)
+        AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        directories[name] = directory
+    return directories
+
+
+def test_every_mapped_architecture_is_tested():
+    assert set(ARCHITECTURES) == set(_configs(8))
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_local_models_boot_with_the_hook_names(saved_models, architecture):
+    bridge = load_model(saved_models[architecture])
+    tokens = torch.tensor([[0, 5, 6, 7, 8]])
+    hooks = HOOKS + (("blocks.{l}.hook_resid_mid",) if architecture in SEQUENTIAL_RESIDUAL else ())
+    names = [h.format(l=layer) for layer in range(2) for h in hooks]
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    assert set(names) <= set(cache.keys())
+    assert cache["blocks.1.hook_resid_post"].shape == (1, 5, 32)
+    assert cache["blocks.0.mlp.hook_post"].shape[-1] == bridge.cfg.d_mlp
+    assert installed_hook_count(bridge) == 0
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_architecture_map_names_the_weight_that_maps_keys_to_mlp_output(saved_models, architecture):
+    bridge = load_model(saved_models[architecture])
+    site = mlp_output_site(bridge, 1)
+    module = mlp_output_module(bridge, site)
+    d_mlp, d_model = bridge.cfg.d_mlp, bridge.cfg.d_model
+    expected_shape = (d_mlp, d_model) if site.orientation == "d_mlp d_model" else (d_model, d_mlp)
+    assert tuple(module.weight.shape) == expected_shape
+    _, cache = bridge.run_with_cache(torch.tensor([[0, 3, 9, 4]]), names_filter=[site.key_hook, site.output_hook])
+    key, output = cache[site.key_hook], cache[site.output_hook]
+    weight = module.weight if site.orientation == "d_mlp d_model" else module.weight.T
+    reconstructed = key @ weight + (module.bias if module.bias is not None else 0)
+    torch.testing.assert_close(reconstructed, output, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_out_of_range_is_refused(tiny_bridge):
+    with pytest.raises(ValueError, match="layer must be an integer"):
+        mlp_output_site(tiny_bridge, tiny_bridge.cfg.n_layers)
+
+
+def test_bridge_matches_the_hugging_face_model(tiny_model_dir, tiny_bridge):
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True, attn_implementation="eager")
+    tokens = torch.tensor([[0, 11, 12, 13, 14, 15]])
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_bridge(tokens), hf(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_model_references_give_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing-model"))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        resolve_model(tmp_path)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match="local model directory"):
+        load_model("workbench-test/no-such-model")

@@ -1,0 +1,79 @@
+"""The model cache: keyed by recipe, written atomically, never trusted when it does not match."""
+
+import json
+
+import pytest
+
+from workbench.model import store
+from workbench.model.presets import preset
+
+
+@pytest.fixture
+def fake_training(monkeypatch, tmp_path):
+    """Replace training with a fast fake that writes the expected files and counts its calls."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_train_model(recipe, out_dir, progress=True):
+        calls.append(out_dir)
+        for name in store.EXPECTED_FILES:
+            if name != store.MANIFEST_FILE:
+                (out_dir / name).write_text("{}")
+        return {"fake": True}
+
+    monkeypatch.setattr(store, "train_model", fake_train_model)
+    return calls
+
+
+def test_cache_is_built_once_and_then_reused(fake_training):
+    first = store.ensure_model("tiny", progress=False)
+    assert store.ensure_model("tiny", progress=False) == first
+    assert len(fake_training) == 1
+    manifest = json.loads((first / store.MANIFEST_FILE).read_text())
+    assert manifest["fingerprint"] == preset("tiny").fingerprint()
+    assert first.name.endswith(preset("tiny").fingerprint())
+
+
+@pytest.mark.parametrize("damage", ["mismatched manifest", "corrupt manifest", "missing weights"])
+def test_a_damaged_cache_is_rebuilt_not_trusted(fake_training, damage):
+    directory = store.ensure_model("tiny", progress=False)
+    if damage == "mismatched manifest":
+        (directory / store.MANIFEST_FILE).write_text(json.dumps({"fingerprint": "0" * 16}))
+    elif damage == "corrupt manifest":
+        (directory / store.MANIFEST_FILE).write_text("{not json")
+    else:
+        (directory / "model.safetensors").unlink()
+    assert store.ensure_model("tiny", progress=False) == directory
+    assert len(fake_training) == 2
+    assert store.is_complete(directory, preset("tiny"))
+
+
+def test_a_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+
+    def failing_train_model(recipe, out_dir, progress=True):
+        (out_dir / "config.json").write_text("{}")
+        raise FloatingPointError("training loss became nan at step 3")
+
+    monkeypatch.setattr(store, "train_model", failing_train_model)
+    with pytest.raises(FloatingPointError, match="nan"):
+        store.ensure_model("tiny", progress=False)
+    models = tmp_path / "cache" / "models"
+    assert [p.name for p in models.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_build_into_never_overwrites_an_existing_directory(fake_training, tmp_path):
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="already exists"):
+        store.build_into(preset("tiny"), existing, progress=False)
+    assert (existing / "notes.txt").read_text() == "keep me"
+    assert fake_training == []
+
+
+def test_recipes_have_distinct_stable_fingerprints():
+    assert preset("tiny").fingerprint() == preset("tiny").fingerprint()
+    assert preset("tiny").fingerprint() != preset("default").fingerprint()
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")

@@ -1,0 +1,110 @@
+import itertools
+from collections import Counter
+
+import pytest
+
+from workbench.world import RELATIONS, CorpusConfig, WorldConfig, build_world, corpus_rounds, relation
+from workbench.world.cases import edit_triples
+from workbench.world.corpus import NEW_FACT_PREFIX
+from workbench.world.facts import SUBJECT_KINDS, statement
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(WorldConfig())
+
+
+@pytest.fixture(scope="module")
+def corpus_text(world):
+    rounds = corpus_rounds(world, CorpusConfig(), edit_triples(world))
+    return "\n".join(itertools.chain.from_iterable(itertools.islice(rounds, 2)))
+
+
+def test_world_is_deterministic_under_its_seed(world):
+    assert build_world(WorldConfig()) == world
+    assert build_world(WorldConfig(seed=1)).facts != world.facts
+
+
+def test_world_sizes(world):
+    kinds = Counter(e.kind for e in world.subjects())
+    assert len(world.subjects()) >= 400
+    assert set(kinds) == set(SUBJECT_KINDS)
+    assert len({f.relation for f in world.facts}) >= 8
+    for subject in world.subjects():
+        assert len({f.relation for f in world.facts_about(subject.name)}) >= 3, subject
+
+
+def test_names_are_built_from_shared_parts_and_unique(world):
+    people = world.subjects("person")
+    assert len({p.name for p in people}) == len(people)
+    part_use = Counter(part for p in people for part in p.parts)
+    assert all(count >= 2 for count in part_use.values())
+    assert len(part_use) <= 60  # 30 first names + 30 family names shared by 300 people
+
+
+def test_objects_are_shared_so_neighbours_exist(world):
+    for name in ("born_in", "profession", "employer", "instrument", "located_in", "headquarters"):
+        objects = Counter(f.object for f in world.facts if f.relation == name)
+        assert max(objects.values()) >= 3, name
+
+
+def test_every_relation_has_enough_phrasings_of_both_orders():
+    for rel in RELATIONS:
+        assert len(rel.corpus) >= 6 and len(rel.heldout) >= 2, rel.name
+        assert all(t.count("{}") == 1 and not t.endswith(" ") for t in rel.corpus + rel.heldout)
+    starts_with_subject = [t.startswith("{}") for rel in RELATIONS for t in rel.corpus]
+    assert 0.3 < sum(starts_with_subject) / len(starts_with_subject) < 0.8
+
+
+def test_no_prompt_is_a_prefix_of_another_for_the_same_subject_kind():
+    for kind in SUBJECT_KINDS:
+        prompts = [(rel.name, t.format("Subject Name")) for rel in RELATIONS if rel.subject_kind == kind
+                   for t in rel.corpus + rel.heldout]
+        for (name_a, a), (name_b, b) in itertools.permutations(prompts, 2):
+            assert not b.startswith(a + " ") and a != b, (name_a, a, name_b, b)
+
+
+def test_heldout_phrasings_never_appear_in_the_corpus(world, corpus_text):
+    for fact in world.facts:
+        for template in relation(fact.relation).heldout:
+            assert template.format(fact.subject) not in corpus_text
+
+
+def test_corpus_states_facts_in_both_orders_and_two_hop(world, corpus_text):
+    capital = next(f for f in world.facts if f.relation == "capital")
+    assert world.object_of(capital.object, "capital_of") == capital.subject
+    reverse_statements = [statement(t.format(capital.object), capital.subject)
+                          for t in relation("capital_of").corpus]
+    assert any(s in corpus_text for s in reverse_statements)
+    person = world.subjects("person")[0].name
+    birth_city = world.object_of(person, "born_in")
+    assert world.object_of(person, "birth_country") == world.object_of(birth_city, "located_in")
+    two_hop = [statement(t.format(person), world.object_of(person, "birth_country"))
+               for t in relation("birth_country").corpus]
+    assert any(s in corpus_text for s in two_hop)
+
+
+def test_documents_hold_several_statements(world):
+    documents = next(corpus_rounds(world, CorpusConfig(), set()))
+    assert all(d.count(".") >= 3 for d in documents)
+
+
+def test_update_documents_never_state_an_edit_case(world):
+    triples = edit_triples(world)
+    forbidden = {statement(t.format(s), o) for s, r, o in triples for t in relation(r).corpus}
+    rounds = corpus_rounds(world, CorpusConfig(), triples)
+    new_fact_lines = [line[len(NEW_FACT_PREFIX):] for doc in itertools.chain.from_iterable(itertools.islice(rounds, 6))
+                      for line in doc.split("\n") if line.startswith(NEW_FACT_PREFIX)]
+    assert len(new_fact_lines) > 100
+    assert not forbidden & set(new_fact_lines)
+    test_subjects = world.test_subjects
+    assert not any(line.startswith(s) or f" {s} " in line for line in new_fact_lines for s in test_subjects)
+
+
+def test_bad_world_configs_are_refused():
+    with pytest.raises(ValueError, match="n_first_names"):
+        WorldConfig(n_people=1000, n_first_names=10, n_family_names=10)
+    with pytest.raises(ValueError, match="test_fraction"):
+        WorldConfig(test_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown relation"):
+        relation("favourite_colour")

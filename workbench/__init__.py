@@ -1,0 +1,1 @@
+"""The knowledge-editing workbench: locate and edit factual knowledge in transformer language models."""

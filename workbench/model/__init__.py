@@ -1,0 +1,1 @@
+"""Models: the embedded default model (tokenizer, training, cache) and loading any model."""

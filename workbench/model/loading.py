@@ -1,0 +1,67 @@
+"""Turn a model reference into a TransformerBridge.
+
+A reference is one of: ``None`` or ``"default"`` / ``"tiny"`` (the embedded presets, trained on
+first use and cached), a path to a local Hugging Face directory (loaded with no hub access), or a
+hub name such as ``"gpt2-xl"``. No ``enable_compatibility_mode``: it rewrites weights in place,
+which an editing workbench must never do. Progress bars of Hugging Face loading are turned off.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import transformers
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workbench.model.presets import PRESETS
+from workbench.model.store import ensure_model
+from workbench.model.training import WORLD_FILE
+from workbench.world import World
+
+
+class ModelLoadError(RuntimeError):
+    """A model reference could not be turned into a model; the message says why and what to do."""
+
+
+def resolve_model(reference: str | Path | None = None, progress: bool = True) -> Path | str:
+    """A local directory for presets and paths, or the hub name unchanged."""
+    if reference is None or str(reference) in PRESETS:
+        return ensure_model(str(reference or "default"), progress=progress)
+    path = Path(reference).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
+        return path
+    if str(reference).startswith(("/", ".", "~")) or str(reference).count("/") > 1:
+        raise ModelLoadError(f"model directory {reference} does not exist")
+    return str(reference)
+
+
+def load_model(reference: str | Path | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, progress: bool = True) -> TransformerBridge:
+    """Load ``reference`` (see the module docstring) as a TransformerBridge in eval mode."""
+    transformers.utils.logging.disable_progress_bar()
+    resolved = resolve_model(reference, progress=progress)
+    if isinstance(resolved, Path):
+        hf_model = AutoModelForCausalLM.from_pretrained(resolved, local_files_only=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, local_files_only=True)
+        bridge = TransformerBridge.boot_transformers(str(resolved), hf_model=hf_model, tokenizer=tokenizer,
+                                                     device=device, dtype=dtype)
+    else:
+        try:
+            bridge = TransformerBridge.boot_transformers(resolved, device=device, dtype=dtype)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(
+                f"could not load {resolved!r} from the Hugging Face hub ({error}). Without hub access, "
+                "pass a local model directory saved with save_pretrained.") from error
+    bridge.eval()
+    return bridge
+
+
+def load_world(model_dir: str | Path) -> World | None:
+    """The fact world a workbench-trained model was trained on, or None for other models."""
+    path = Path(model_dir) / WORLD_FILE
+    return World.from_dict(json.loads(path.read_text())) if path.is_file() else None

@@ -1,0 +1,122 @@
+"""Token utilities shared by tracing, editing and evaluation.
+
+Conventions:
+
+- Prompts are encoded without the tokenizer's own special tokens; when ``prepend_bos`` is true
+  (the default) and the tokenizer has a BOS token, it is put in front, as TransformerLens does.
+- Targets are words or phrases without a leading space; they are encoded as ``" " + target``
+  because they continue a prompt that ends in a word.
+- Batches are right-padded. Causal attention never lets a real token see a later pad, and
+  positions of real tokens do not move, so no attention mask is needed.
+- ``model`` is anything that maps token ids ``[batch, pos]`` to logits ``[batch, pos, d_vocab]``
+  (a TransformerBridge) or to an output with ``.logits`` (a Hugging Face model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+
+def encode_prompt(tokenizer, prompt: str, prepend_bos: bool = True) -> list[int]:
+    """Token ids of ``prompt`` (with BOS in front when asked for and available)."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if prepend_bos and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
+
+
+def encode_target(tokenizer, target: str) -> list[int]:
+    """Token ids of a target continuation; a clear error for an empty target."""
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError(f"target must be a non-empty string, got {target!r}")
+    return tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+
+
+def subject_token_span(tokenizer, prompt: str, subject: str, prepend_bos: bool = True) -> tuple[int, int]:
+    """Half-open token range ``[start, end)`` of the last occurrence of ``subject`` in ``prompt``.
+
+    Positions count the BOS token when ``prepend_bos`` adds one. A token that covers the space
+    before the subject (``" Karo"``) belongs to the subject.
+    """
+    subject = subject.strip() if isinstance(subject, str) else subject
+    if not subject:
+        raise ValueError(f"subject must be a non-empty string, got {subject!r}")
+    char_start = prompt.rfind(subject)
+    if char_start < 0:
+        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+    char_end = char_start + len(subject)
+    encoding = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    covering = [i for i, (a, b) in enumerate(encoding["offset_mapping"]) if a < char_end and b > char_start]
+    offset = 1 if prepend_bos and tokenizer.bos_token_id is not None else 0
+    return covering[0] + offset, covering[-1] + 1 + offset
+
+
+def logits_of(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+    output = model(tokens)
+    return output if isinstance(output, Tensor) else output.logits
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> Int[Tensor, "batch pos"]:
+    width = max(len(s) for s in sequences)
+    return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+
+def pad_id_of(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+@dataclass(frozen=True)
+class TargetScores:
+    """Scores of one target per prompt.
+
+    ``log_prob``: summed log-probability of all target tokens; ``first_token_log_prob``: of the
+    first target token alone; ``first_token_is_top1``: whether the first target token is the
+    model's top prediction after the prompt.
+    """
+
+    log_prob: Float[Tensor, " batch"]
+    first_token_log_prob: Float[Tensor, " batch"]
+    first_token_is_top1: Bool[Tensor, " batch"]
+
+
+@torch.no_grad()
+def score_targets(model, tokenizer, prompts: Sequence[str], targets: Sequence[str],
+                  batch_size: int = 256, prepend_bos: bool = True) -> TargetScores:
+    """Score ``targets[i]`` after ``prompts[i]`` in padded batches of ``batch_size`` rows."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    pad = pad_id_of(tokenizer)
+    log_probs, firsts, top1s = [], [], []
+    for begin in range(0, len(prompts), batch_size):
+        prompt_ids = [encode_prompt(tokenizer, p, prepend_bos) for p in prompts[begin:begin + batch_size]]
+        target_ids = [encode_target(tokenizer, t) for t in targets[begin:begin + batch_size]]
+        tokens = pad_right([p + t for p, t in zip(prompt_ids, target_ids)], pad)
+        logits = logits_of(model, tokens.to(_device_of(model))).float().log_softmax(-1).cpu()
+        for row, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+            positions = torch.arange(len(p) - 1, len(p) + len(t) - 1)
+            token_log_probs = logits[row, positions, torch.tensor(t)]
+            log_probs.append(token_log_probs.sum())
+            firsts.append(token_log_probs[0])
+            top1s.append(logits[row, len(p) - 1].argmax() == t[0])
+    return TargetScores(torch.stack(log_probs), torch.stack(firsts), torch.stack(top1s))
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def top_next_tokens(model, tokenizer, prompt: str, k: int = 5, prepend_bos: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` most probable next tokens after ``prompt``, as ``(text, probability)``."""
+    tokens = torch.tensor([encode_prompt(tokenizer, prompt, prepend_bos)], device=_device_of(model))
+    probs = logits_of(model, tokens)[0, -1].float().softmax(-1)
+    top = probs.topk(k)
+    return [(tokenizer.decode([i]), p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
