@@ -32,3 +32,29 @@ def test_demo_shows_beliefs_of_the_model(capsys):
 def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
     assert main(["model", "info", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_trace_locate_and_average_commands(tmp_path, capsys, tiny_world):
+    from workbench.world import export_edit_cases
+
+    case = next(c for c in export_edit_cases(tiny_world, "test") if c["relation"] == "born_in")
+    out, plot = tmp_path / "trace.json", tmp_path / "trace.png"
+    assert main(["trace", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
+                 "--samples", "2", "--window", "2", "--out", str(out), "--plot", str(plot)]) == 0
+    printed = capsys.readouterr().out
+    assert "resid:" in printed and "mlp:" in printed and "locator: layer" in printed
+    saved = json.loads(out.read_text())
+    assert len(saved["grids"]["attn"]) == len(saved["tokens"]) and plot.exists() and plot.with_suffix(".svg").exists()
+
+    assert main(["trace", "average", "--model", "tiny", "--n", "2", "--samples", "2", "--window", "2",
+                 "--out", str(tmp_path / "avg.json")]) == 0
+    average = json.loads((tmp_path / "avg.json").read_text())
+    assert average["n_facts"] == 2 and "location" in average
+    capsys.readouterr()
+
+    assert main(["locate", "--model", "tiny", "--n", "2", "--samples", "2", "--json"]) == 0
+    location = json.loads(capsys.readouterr().out)
+    assert location["key_hook"] == f"blocks.{location['layer']}.mlp.hook_post"
+
+    assert main(["trace", "--model", "tiny", "--prompt", "Nobody was born in", "--subject", "Somebody"]) == 2
+    assert "does not occur in prompt" in capsys.readouterr().err

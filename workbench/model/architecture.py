@@ -36,8 +36,9 @@ ARCHITECTURES: dict[str, MlpOutputLayout] = {
 
 
 @dataclass(frozen=True)
-class MlpOutputSite:
-    """The MLP output weight of one layer: where it is, how it is laid out, where its key is."""
+class EditSite:
+    """Where an edit goes: the MLP output weight of one layer, how it is laid out, and the hooks that
+    read its key (input) and its output."""
 
     layer: int
     module: str
@@ -59,16 +60,16 @@ def hf_model_of(bridge) -> torch.nn.Module:
     return bridge.original_model
 
 
-def mlp_output_site(bridge, layer: int) -> MlpOutputSite:
+def mlp_output_site(bridge, layer: int) -> EditSite:
     """The MLP output site of ``layer`` in ``bridge``; a clear error for a layer out of range."""
     n_layers = bridge.cfg.n_layers
     if not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be an integer in [0, {n_layers}), got {layer!r}")
     layout = layout_for(hf_model_of(bridge).config.model_type)
-    return MlpOutputSite(layer, layout.module.format(layer=layer), layout.orientation,
+    return EditSite(layer, layout.module.format(layer=layer), layout.orientation,
                          KEY_HOOK.format(layer=layer), OUTPUT_HOOK.format(layer=layer))
 
 
-def mlp_output_module(bridge, site: MlpOutputSite) -> torch.nn.Module:
+def mlp_output_module(bridge, site: EditSite) -> torch.nn.Module:
     """The module whose ``weight`` (and ``bias``, if any) the site names."""
     return hf_model_of(bridge).get_submodule(site.module)

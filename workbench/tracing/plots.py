@@ -1,0 +1,63 @@
+"""Heatmaps of causal traces in the manner of Meng et al. (2022): one panel per kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from workbench.tracing.average import AverageTrace  # noqa: E402
+from workbench.tracing.groups import TOKEN_GROUPS  # noqa: E402
+from workbench.tracing.trace import TraceResult  # noqa: E402
+
+TITLES = {"resid": "restoring the residual stream", "mlp": "restoring MLP outputs",
+          "attn": "restoring attention outputs"}
+COLOURS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
+
+
+def _save(figure, path: str | Path) -> list[Path]:
+    """Save ``figure`` as PNG and SVG next to each other (``path``'s suffix is replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    for target in written:
+        figure.savefig(target, bbox_inches="tight", dpi=150)
+    plt.close(figure)
+    return written
+
+
+def plot_trace(trace: TraceResult, path: str | Path) -> list[Path]:
+    """Three panels (tokens x layers, colour = answer probability); subject tokens marked with *."""
+    kinds = list(trace.grids)
+    start, end = trace.subject_span
+    labels = [f"{token!r}*" if start <= i < end else repr(token) for i, token in enumerate(trace.tokens)]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 0.32 * len(labels) + 1.6),
+                                squeeze=False)
+    for axis, kind in zip(axes[0], kinds):
+        image = axis.imshow(trace.grids[kind], cmap=COLOURS[kind], aspect="auto",
+                            vmin=min(trace.corrupted_prob, trace.grids[kind].min()))
+        axis.set_yticks(range(len(labels)), labels if axis is axes[0][0] else [""] * len(labels))
+        axis.set_xlabel("layer" if kind == "resid" else f"centre of a window of {trace.config.window} layers")
+        axis.set_title(TITLES[kind], fontsize=9)
+        figure.colorbar(image, ax=axis)
+    figure.suptitle(y=1.02, t=f"p({trace.answer!r}) after '{trace.prompt}'  (clean {trace.clean_prob:.2f}, "
+                    f"corrupted {trace.corrupted_prob:.2f})", fontsize=9)
+    return _save(figure, path)
+
+
+def plot_average(average: AverageTrace, path: str | Path) -> list[Path]:
+    """Three panels of the mean indirect effect, token groups x layers."""
+    kinds = list(average.effects)
+    figure, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.2), squeeze=False)
+    for axis, kind in zip(axes[0], kinds):
+        image = axis.imshow(average.effects[kind], cmap=COLOURS[kind], aspect="auto")
+        axis.set_yticks(range(len(TOKEN_GROUPS)), TOKEN_GROUPS if axis is axes[0][0] else [""] * len(TOKEN_GROUPS))
+        axis.set_xlabel("layer")
+        axis.set_title(f"average indirect effect,\n{TITLES[kind]}", fontsize=9)
+        figure.colorbar(image, ax=axis)
+    figure.suptitle(y=1.08, t=f"{average.n_facts} known facts (clean p {average.mean_clean_prob:.2f}, "
+                    f"corrupted p {average.mean_corrupted_prob:.2f})", fontsize=9)
+    return _save(figure, path)
