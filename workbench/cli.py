@@ -8,17 +8,9 @@ import math
 import sys
 from pathlib import Path
 
-from workbench.io import write_text_atomic
+from workbench.io import write_json
 from workbench.model.presets import PRESETS, preset
-
-
-def _load(reference):
-    from workbench.model.loading import load_model, load_world, resolve_model
-
-    resolved = resolve_model(reference)
-    bridge = load_model(resolved)
-    world = load_world(resolved) if isinstance(resolved, Path) else None
-    return bridge, world
+from workbench.tracing.commands import add_trace_options, cmd_bench, cmd_locate, cmd_trace
 
 
 def cmd_model_build(args) -> int:
@@ -39,8 +31,9 @@ def cmd_model_build(args) -> int:
 
 def cmd_model_info(args) -> int:
     from workbench.model.info import model_info
+    from workbench.model.loading import load_model_and_world
 
-    bridge, world = _load(args.model)
+    bridge, world = load_model_and_world(args.model)
     info = model_info(bridge, world)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -64,16 +57,17 @@ def cmd_world_export(args) -> int:
     else:
         world = build_world(preset(args.preset).world)
     cases = export_edit_cases(world, args.split)
-    write_text_atomic(args.out, json.dumps(cases, indent=1), overwrite=args.force)
+    write_json(args.out, cases, overwrite=args.force)
     print(f"wrote {len(cases)} edit cases ({args.split or 'all splits'}) to {args.out}")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from workbench.model.loading import load_model_and_world
     from workbench.model.tokens import score_targets, top_next_tokens
     from workbench.world import export_edit_cases
 
-    bridge, world = _load(args.model)
+    bridge, world = load_model_and_world(args.model)
     if world is None:
         raise SystemExit("the demo needs a workbench-trained model (it reads the model's fact world)")
     cases = export_edit_cases(world, "test")[: args.facts]
@@ -85,147 +79,6 @@ def cmd_demo(args) -> int:
         print(f"  {case['prompt']} ...")
         print(f"      world says {case['ground_truth']!r}: p = {math.exp(log_prob):.3f}; top next tokens: {top}")
     return 0
-
-
-def _trace_config(args):
-    from workbench.tracing.trace import TraceConfig
-
-    return TraceConfig(samples=args.samples, noise_scale=args.noise, window=args.window,
-                       kinds=tuple(k.strip() for k in args.kinds.split(",")))
-
-
-def _write_json(path, payload, force=False) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=1), overwrite=force)
-
-
-def cmd_trace(args) -> int:
-    import torch
-
-    from workbench.tracing.locator import locate_from_trace
-    from workbench.tracing.plots import plot_trace
-    from workbench.tracing.trace import trace_fact
-
-    if args.action == "average":
-        return cmd_trace_average(args)
-    if not args.prompt or not args.subject:
-        raise ValueError("workbench trace needs --prompt and --subject (or the 'average' action)")
-    bridge, _ = _load(args.model)
-    result = trace_fact(bridge, args.prompt, args.subject, args.answer, _trace_config(args),
-                        torch.Generator().manual_seed(args.seed))
-    location = locate_from_trace(bridge, result) if "mlp" in result.grids else None
-    payload = {**result.to_dict(), "location": location.to_dict() if location else None}
-    if args.out:
-        _write_json(args.out, payload, args.force)
-    if args.plot:
-        plot_trace(result, args.plot)
-    if args.json:
-        print(json.dumps(payload, indent=1))
-        return 0
-    print(f"{args.prompt!r} -> {result.answer!r}: clean p = {result.clean_prob:.3f}, "
-          f"corrupted p = {result.corrupted_prob:.3f} ({result.config.samples} noise samples, "
-          f"noise std {result.noise_std:.3f})")
-    start, end = result.subject_span
-    for kind, grid in result.grids.items():
-        print(f"\n{kind}: p({result.answer!r}) with one state restored (rows: tokens, columns: layers)")
-        for position, token in enumerate(result.tokens):
-            mark = "*" if start <= position < end else " "
-            print(f"  {mark}{token!r:>16} " + " ".join(f"{p:5.2f}" for p in grid[position]))
-    if location:
-        print(f"\nlocator: layer {location.site.layer} ({location.site.module})")
-        if location.warning:
-            print(f"warning: {location.warning}")
-    return 0
-
-
-def cmd_trace_average(args) -> int:
-    import torch
-
-    from workbench.tracing.average import average_trace
-    from workbench.tracing.cases import load_facts
-    from workbench.tracing.locator import locate_from_effects
-    from workbench.tracing.plots import plot_average
-
-    if not args.out:
-        raise ValueError("workbench trace average needs --out FILE")
-    bridge, world = _load(args.model)
-    average = average_trace(bridge, load_facts(args.cases, world), args.n, _trace_config(args),
-                            torch.Generator().manual_seed(args.seed))
-    payload = average.to_dict()
-    if "mlp" in average.effects:
-        payload["location"] = locate_from_effects(bridge, average.effects["mlp"]).to_dict()
-    _write_json(args.out, payload, args.force)
-    if args.plot:
-        plot_average(average, args.plot)
-    print(f"averaged {average.n_facts} known facts (of {average.n_candidates}) into {args.out}")
-    if "location" in payload:
-        print(f"locator: layer {payload['location']['layer']}"
-              + (f"\nwarning: {payload['location']['warning']}" if payload["location"]["warning"] else ""))
-    return 0
-
-
-def cmd_locate(args) -> int:
-    import torch
-
-    from workbench.tracing.average import average_trace
-    from workbench.tracing.cases import load_facts
-    from workbench.tracing.locator import locate_from_effects, locate_from_trace
-    from workbench.tracing.trace import TraceConfig, trace_fact
-
-    bridge, world = _load(args.model)
-    config = TraceConfig(samples=args.samples, kinds=("mlp",))
-    generator = torch.Generator().manual_seed(args.seed)
-    if args.prompt or args.subject:
-        if not (args.prompt and args.subject):
-            raise ValueError("give both --prompt and --subject, or --cases")
-        location = locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config, generator))
-    else:
-        average = average_trace(bridge, load_facts(args.cases, world), args.n, config, generator)
-        location = locate_from_effects(bridge, average.effects["mlp"])
-    payload = location.to_dict()
-    if args.json:
-        print(json.dumps(payload, indent=1))
-        return 0
-    print(f"edit site: layer {location.site.layer}, {location.site.module} ({location.site.orientation}), "
-          f"key at {location.site.key_hook}")
-    print(f"MLP effect at the subject's last token: {location.last_subject_effect:.3f}; strongest MLP effect "
-          f"{location.strongest_effect:.3f} at the {location.strongest_group}, layer {location.strongest_layer}")
-    if location.warning:
-        print(f"warning: {location.warning}")
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from workbench.tracing.bench import bench_tracing
-    from workbench.world import export_edit_cases
-
-    bridge, world = _load(args.model)
-    if args.prompt:
-        prompt, subject, answer = args.prompt, args.subject, args.answer
-    elif world is not None:
-        case = export_edit_cases(world, "test")[0]
-        prompt, subject, answer = case["prompt"], case["subject"], case["ground_truth"]
-    else:
-        raise ValueError("give --prompt, --subject and --answer for a model without a fact world")
-    result = bench_tracing(bridge, prompt, subject, answer, repeats=args.repeats)
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"residual grid of {result['resid_cells']} cells: batched {result['batched_resid_grid_s']:.3f} s, "
-          f"transformer_lens.patching {result['patching_resid_grid_s']:.3f} s: "
-          f"{result['speedup_vs_patching']:.1f}x (grids differ by at most {result['max_abs_difference']:.1e})")
-    print(f"full trace, {result['trace_rows']} rows: {result['trace_rows_per_s']:.0f} rows/s traced vs "
-          f"{result['plain_forward_rows_per_s']:.0f} rows/s plain forward: {result['throughput_vs_forward']:.2f}")
-    return 0
-
-
-def _add_trace_options(command) -> None:
-    command.add_argument("--model", default=None)
-    command.add_argument("--samples", type=int, default=10, help="noise samples per restoration")
-    command.add_argument("--noise", type=float, default=3.0, help="noise scale, in token-embedding std")
-    command.add_argument("--window", type=int, default=10, help="layers restored together for mlp and attn")
-    command.add_argument("--kinds", default="resid,mlp,attn")
-    command.add_argument("--seed", type=int, default=0)
-    command.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -262,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--json", action="store_true")
     trace.add_argument("--out", help="write the result as JSON")
     trace.add_argument("--plot", help="write heatmaps (PNG and SVG)")
-    _add_trace_options(trace)
+    add_trace_options(trace)
     trace.set_defaults(func=cmd_trace)
 
     locate = commands.add_parser("locate", help="the MLP weight to edit, from a trace or an average")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,3 +26,8 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
         Path(staging).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | Path, payload, overwrite: bool = False) -> Path:
+    """``payload`` as indented JSON through ``write_text_atomic``."""
+    return write_text_atomic(path, json.dumps(payload, indent=1), overwrite=overwrite)

@@ -65,3 +65,10 @@ def load_world(model_dir: str | Path) -> World | None:
     """The fact world a workbench-trained model was trained on, or None for other models."""
     path = Path(model_dir) / WORLD_FILE
     return World.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def load_model_and_world(reference: str | Path | None = None):
+    """``(bridge, world)``: the model and, for workbench-trained models, its fact world (else None)."""
+    resolved = resolve_model(reference)
+    bridge = load_model(resolved)
+    return bridge, load_world(resolved) if isinstance(resolved, Path) else None
