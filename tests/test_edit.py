@@ -1,0 +1,112 @@
+"""Edits through hooks and committed into the weights agree; reverting restores every bit."""
+
+import pytest
+import torch
+
+from tests.conftest import installed_hook_count
+from workbench.editing.edit import Edit, EditRequest, WeightDelta, applied_edits, commit
+from workbench.model.architecture import mlp_output_module, mlp_output_site
+
+TOKENS = torch.tensor([[0, 11, 12, 13, 14, 15, 16]])
+REQUEST = EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor")
+
+
+def _random_edit(model, layer, rank_one=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    site = mlp_output_site(model, layer)
+    d_mlp, d_model = model.cfg.d_mlp, model.cfg.d_model
+    if rank_one:
+        delta = WeightDelta.rank_one(site, torch.randn(d_mlp, generator=generator),
+                                     torch.randn(d_model, generator=generator) * 0.1)
+    else:
+        delta = WeightDelta.dense(site, torch.randn(d_mlp, d_model, generator=generator) * 0.01)
+    return Edit(REQUEST, (delta,), method="test")
+
+
+def _weights(model):
+    return {name: p.detach().clone() for name, p in model.original_model.named_parameters()}
+
+
+@torch.no_grad()
+def test_hooks_and_commit_give_the_same_logits_and_revert_is_exact(tiny_bridge):
+    edits = [_random_edit(tiny_bridge, 1), _random_edit(tiny_bridge, 2, rank_one=False, seed=1)]
+    before_weights = _weights(tiny_bridge)
+    plain = tiny_bridge(TOKENS)
+    with applied_edits(tiny_bridge, edits):
+        hooked = tiny_bridge(TOKENS)
+    assert all(torch.equal(p, before_weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert (hooked - plain).abs().max() > 1e-3  # the edit does something
+    handle = commit(tiny_bridge, edits)
+    try:
+        committed = tiny_bridge(TOKENS)
+    finally:
+        handle.revert()
+    torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
+    assert handle.reverted
+    assert all(torch.equal(p, before_weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert torch.equal(tiny_bridge(TOKENS), plain)
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+@torch.no_grad()
+def test_edits_compose_and_a_single_edit_context_works(tiny_bridge):
+    first, second = _random_edit(tiny_bridge, 1), _random_edit(tiny_bridge, 1, seed=2)
+    summed = Edit(REQUEST, first.deltas + second.deltas, method="test")
+    with applied_edits(tiny_bridge, [first, second]):
+        together = tiny_bridge(TOKENS)
+    with summed.applied(tiny_bridge):
+        as_one = tiny_bridge(TOKENS)
+    torch.testing.assert_close(together, as_one, atol=1e-6, rtol=1e-6)
+
+
+def test_no_hook_is_left_after_an_error(tiny_bridge):
+    with pytest.raises(RuntimeError, match="boom"), _random_edit(tiny_bridge, 0).applied(tiny_bridge):
+        raise RuntimeError("boom")
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+def test_commit_respects_each_orientation(tiny_bridge):
+    edit = _random_edit(tiny_bridge, 3)
+    weight = mlp_output_module(tiny_bridge, edit.deltas[0].site).weight
+    before = weight.detach().clone()
+    handle = commit(tiny_bridge, [edit])
+    try:
+        torch.testing.assert_close(weight - before, edit.deltas[0].matrix())  # GPT-2 Conv1D: [d_mlp, d_model]
+    finally:
+        handle.revert()
+    assert torch.equal(weight, before)
+
+
+@pytest.mark.parametrize("fields,message", [
+    (("Karo Velin was born in", "Mira Oss", "Dusmor"), "does not occur in prompt"),
+    (("Karo Velin was born in", "Karo Velin", " "), "target_new must be a non-empty string"),
+    (("", "Karo Velin", "Dusmor"), "prompt must be a non-empty string"),
+])
+def test_bad_requests_give_clear_errors(fields, message):
+    with pytest.raises(ValueError, match=message):
+        EditRequest(*fields)
+    with pytest.raises(ValueError, match="equals the current answer"):
+        EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor", ground_truth="Dusmor")
+
+
+@torch.no_grad()
+def test_hooks_and_commit_agree_for_a_linear_layout(tmp_path, tiny_bridge):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from workbench.model.loading import load_model
+
+    config = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, vocab_size=len(tiny_bridge.tokenizer))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tiny_bridge.tokenizer.save_pretrained(tmp_path)
+    llama = load_model(tmp_path)
+    edit = _random_edit(llama, 1)
+    assert edit.deltas[0].site.orientation == "d_model d_mlp"
+    with edit.applied(llama):
+        hooked = llama(TOKENS)
+    handle = commit(llama, [edit])
+    committed = llama(TOKENS)
+    handle.revert()
+    torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
+    assert (hooked - llama(TOKENS)).abs().max() > 1e-4

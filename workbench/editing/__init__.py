@@ -1,0 +1,1 @@
+"""Editing: edits as objects applied through hooks or committed (reversibly) into the weights."""
