@@ -1,0 +1,65 @@
+"""Key statistics: the right numbers, cached by what they depend on, never trusted when damaged."""
+
+import pytest
+import torch
+
+from workbench.editing import key_stats
+from workbench.editing.edit import Edit, EditRequest, WeightDelta, commit
+from workbench.editing.fingerprint import model_fingerprint
+from workbench.model.architecture import mlp_output_site
+from workbench.world import CorpusConfig, corpus_rounds
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_world):
+    return next(corpus_rounds(tiny_world, CorpusConfig(), set()))[:40]
+
+
+def test_second_moment_equals_the_mean_outer_product_of_keys(tiny_bridge, texts):
+    windows = key_stats.key_windows(tiny_bridge.tokenizer, texts, 32)[:3]
+    _, cache = tiny_bridge.run_with_cache(windows, names_filter=["blocks.1.mlp.hook_post"])
+    keys = cache["blocks.1.mlp.hook_post"].reshape(-1, tiny_bridge.cfg.d_mlp).double()
+    n = keys.shape[0] - 5  # stop in the middle of a batch
+    expected = (keys[:n].T @ keys[:n] / n).float()
+    moment = key_stats.compute_key_second_moment(tiny_bridge, 1, texts, n, window=32, batch_size=2, progress=False)
+    torch.testing.assert_close(moment, expected, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(moment, moment.T)
+
+
+def test_cache_is_keyed_reused_and_recomputed_when_damaged(tiny_bridge, texts, tmp_path, monkeypatch):
+    calls = []
+    compute = key_stats.compute_key_second_moment
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(key_stats, "compute_key_second_moment", counting)
+    first = key_stats.key_second_moment(tiny_bridge, 2, texts, 500, progress=False, cache_dir=tmp_path)
+    again = key_stats.key_second_moment(tiny_bridge, 2, texts, 500, progress=False, cache_dir=tmp_path)
+    assert torch.equal(first, again) and len(calls) == 1
+    key_stats.key_second_moment(tiny_bridge, 3, texts, 500, progress=False, cache_dir=tmp_path)
+    key_stats.key_second_moment(tiny_bridge, 2, texts[:20], 500, progress=False, cache_dir=tmp_path)
+    assert len(calls) == 3  # another layer and another corpus are other entries
+    for path in tmp_path.iterdir():
+        path.write_bytes(b"not a tensor file")
+    repaired = key_stats.key_second_moment(tiny_bridge, 2, texts, 500, progress=False, cache_dir=tmp_path)
+    assert len(calls) == 4 and torch.equal(repaired, first)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+def test_fingerprint_changes_with_any_weight(tiny_bridge):
+    before = model_fingerprint(tiny_bridge)
+    site = mlp_output_site(tiny_bridge, 0)
+    delta = WeightDelta.rank_one(site, torch.ones(tiny_bridge.cfg.d_mlp), torch.ones(tiny_bridge.cfg.d_model) * 1e-3)
+    handle = commit(tiny_bridge, [Edit(EditRequest("a b c", "b", "d"), (delta,), method="test")])
+    try:
+        assert model_fingerprint(tiny_bridge) != before
+    finally:
+        handle.revert()
+    assert model_fingerprint(tiny_bridge) == before
+
+
+def test_too_little_text_is_a_clear_error(tiny_bridge):
+    with pytest.raises(ValueError, match="fewer than 128 tokens"):
+        key_stats.compute_key_second_moment(tiny_bridge, 0, ["a short text"], 10, progress=False)

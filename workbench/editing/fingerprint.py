@@ -1,0 +1,32 @@
+"""Fingerprints that key on-disk caches: of a model's weights and of a text corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import torch
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 (first 16 hex digits) of the HF config and every parameter's bytes, in name order.
+
+    Any change of any weight (a committed edit included) gives another fingerprint.
+    """
+    digest = hashlib.sha256()
+    hf_model = model.original_model
+    digest.update(json.dumps(hf_model.config.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, parameter in sorted(hf_model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,95 @@
+"""Second moment of MLP keys, C = E[k k^T], the covariance-like statistic ROME edits under.
+
+Keys are the inputs of a layer's MLP output projection (``blocks.L.mlp.hook_post``), collected at
+every token of a text corpus in batches of fixed-length windows (BOS first), until
+``n_tokens`` keys are seen. Results are cached on disk under ``cache_root()/key-stats`` keyed by
+the model fingerprint, the layer, the corpus fingerprint and the token count; files are written
+atomically and any file that cannot be read or does not match its key is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
+from workbench.model.architecture import KEY_HOOK
+from workbench.model.store import cache_root
+
+
+def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:
+    """``[n_windows, window]`` token ids: the texts joined (each after BOS) and cut into windows."""
+    ids: list[int] = []
+    for encoded in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        if tokenizer.bos_token_id is not None:
+            ids.append(tokenizer.bos_token_id)
+        ids.extend(encoded)
+    usable = len(ids) // window * window
+    if usable == 0:
+        raise ValueError(f"the corpus has fewer than {window} tokens: too little text for key statistics")
+    return torch.tensor(ids[:usable]).view(-1, window)
+
+
+@torch.no_grad()
+def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, window: int = 128,
+                              batch_size: int = 16, progress: bool = True) -> Float[Tensor, "d_mlp d_mlp"]:
+    """E[k k^T] over the first ``n_tokens`` key vectors of ``texts`` (float64 accumulation)."""
+    windows = key_windows(model.tokenizer, texts, window)
+    hook_name = KEY_HOOK.format(layer=layer)
+    total = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
+    seen = 0
+    device = model.W_E.device
+    bar = tqdm(total=n_tokens, desc=f"key statistics, layer {layer}", disable=not progress)
+    for begin in range(0, windows.shape[0], batch_size):
+        _, cache = model.run_with_cache(windows[begin:begin + batch_size].to(device),
+                                        names_filter=lambda name: name == hook_name)
+        keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double().cpu()
+        total += keys.T @ keys
+        seen += keys.shape[0]
+        bar.update(keys.shape[0])
+        if seen >= n_tokens:
+            break
+    bar.close()
+    return (total / seen).float()
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The cached entry at ``path``, or None when it is missing or cannot be read as one (whatever
+    the reason: a truncated file, another format, a foreign pickle); such files are recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable cache file is simply recomputed
+        return None
+    return stored if isinstance(stored, dict) and isinstance(stored.get("moment"), Tensor) else None
+
+
+def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, progress: bool = True,
+                      cache_dir: Path | None = None) -> Float[Tensor, "d_mlp d_mlp"]:
+    """``compute_key_second_moment``, cached on disk (see the module docstring)."""
+    key = {"model": model_fingerprint(model), "layer": layer, "corpus": texts_fingerprint(texts),
+           "n_tokens": n_tokens}
+    directory = cache_dir or cache_root() / "key-stats"
+    path = directory / f"{key['model']}-layer{layer}-{key['corpus']}-{n_tokens}.pt"
+    stored = _read_cache(path)
+    if stored is not None and stored.get("key") == key and stored["moment"].shape == (model.cfg.d_mlp,) * 2:
+        return stored["moment"]
+    moment = compute_key_second_moment(model, layer, texts, n_tokens, progress=progress)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    os.close(handle)
+    try:
+        torch.save({"key": key, "moment": moment}, staging)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return moment
