@@ -57,7 +57,10 @@ def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens:
         if seen >= n_tokens:
             break
     bar.close()
-    return (total / seen).float()
+    moment = (total / seen).float()
+    if not torch.isfinite(moment).all():
+        raise FloatingPointError(f"the key statistics of layer {layer} are not finite; nothing was cached")
+    return moment
 
 
 def _read_cache(path: Path) -> dict | None:

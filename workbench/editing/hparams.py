@@ -1,0 +1,49 @@
+"""Hyperparameters of editing methods: frozen dataclasses loaded from JSON files in ``hparams/``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RomeHparams:
+    """ROME (Meng et al. 2022), as in the reference implementation.
+
+    ``layer``: the MLP output weight to edit. Keys (``k*``) are averaged over the request prompt
+    and ``n_prefixes`` corpus prefixes of ``prefix_words`` words. The value vector is optimised
+    with Adam (``v_lr``, at most ``v_steps`` steps, stopping once the target's mean NLL is below
+    ``v_early_stop_nll``); the loss adds ``kl_factor`` times the KL divergence of the next-token
+    distribution after each ``kl_prompts`` template (filled with the subject) and
+    ``v_weight_decay`` times the squared norm of the change relative to the original output,
+    whose norm is clamped at ``clamp_norm_factor`` times the original's. ``key_stats_tokens``
+    keys from the model's corpus estimate E[k k^T].
+    """
+
+    layer: int
+    v_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    v_early_stop_nll: float = 0.05
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    kl_prompts: tuple[str, ...] = ("{} is a",)
+    n_prefixes: int = 10
+    prefix_words: int = 6
+    key_stats_tokens: int = 100_000
+    seed: int = 0
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RomeHparams:
+        """Load from JSON; unknown or missing fields are a clear error naming them."""
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown ROME hyperparameters {sorted(unknown)}")
+        if "layer" not in data:
+            raise ValueError(f"{path}: ROME hyperparameters need a 'layer'")
+        if "kl_prompts" in data:
+            data["kl_prompts"] = tuple(data["kl_prompts"])
+        return cls(**data)
