@@ -58,3 +58,22 @@ def test_trace_locate_and_average_commands(tmp_path, capsys, tiny_world):
 
     assert main(["trace", "--model", "tiny", "--prompt", "Nobody was born in", "--subject", "Somebody"]) == 2
     assert "does not occur in prompt" in capsys.readouterr().err
+
+
+def test_edit_command_shows_predictions_before_and_after(capsys, tiny_world):
+    from pathlib import Path
+
+    from workbench.world import export_edit_cases
+
+    case = next(c for c in export_edit_cases(tiny_world, "test") if c["subject_kind"] == "person")
+    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    assert main(["edit", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
+                 "--target-new", case["target_new"], "--layer", "0", "--hparams", str(hparams), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["layer"] == 0 and result["request"]["ground_truth"] == case["ground_truth"]
+    kinds = [row["kind"] for row in result["before"]]
+    assert kinds[0] == "edit" and "paraphrase" in kinds and "neighbour" in kinds
+    assert result["after"][0]["p_target_new"] > result["before"][0]["p_target_new"]
+    assert main(["edit", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
+                 "--target-new", case["ground_truth"], "--layer", "0"]) == 2
+    assert "equals the current answer" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from workbench.editing.commands import cmd_edit
 from workbench.io import write_json
 from workbench.model.presets import PRESETS, preset
 from workbench.tracing.commands import add_trace_options, cmd_bench, cmd_locate, cmd_trace
@@ -128,6 +129,19 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--model", default=None)
     locate.add_argument("--json", action="store_true")
     locate.set_defaults(func=cmd_locate)
+
+    edit = commands.add_parser("edit", help="compute an edit and show predictions before and after")
+    edit.add_argument("--method", choices=["rome"], default="rome")
+    edit.add_argument("--model", default=None)
+    edit.add_argument("--prompt", required=True)
+    edit.add_argument("--subject", required=True)
+    edit.add_argument("--target-new", required=True)
+    edit.add_argument("--ground-truth", help="the current answer (default: the world's, for a world case)")
+    edit.add_argument("--layer", default="auto", help="'auto' (the locator's choice) or a layer number")
+    edit.add_argument("--hparams", help="a JSON file of hyperparameters (default hparams/rome-default.json)")
+    edit.add_argument("--stats-corpus", help="texts for key statistics, one per line (default: the world's corpus)")
+    edit.add_argument("--json", action="store_true")
+    edit.set_defaults(func=cmd_edit)
 
     bench = commands.add_parser("bench", help="benchmarks (both sides of every ratio in one run)")
     bench.add_argument("target", choices=["tracing"])

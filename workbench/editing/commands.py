@@ -1,0 +1,106 @@
+"""The ``workbench edit`` command (argument parsing is in ``cli``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from workbench.editing.edit import Edit, EditRequest
+from workbench.editing.hparams import RomeHparams
+from workbench.editing.rome import compute_rome_edit
+from workbench.model.loading import load_model_and_world
+from workbench.model.tokens import score_targets, top_next_tokens
+from workbench.tracing.locator import locate_from_trace
+from workbench.tracing.trace import TraceConfig, trace_fact
+from workbench.world import CorpusConfig, World, corpus_rounds, export_edit_cases
+
+HPARAMS_DIR = Path(__file__).resolve().parents[2] / "hparams"
+
+
+def statistics_texts(world: World | None, corpus_file: str | None) -> list[str]:
+    """Texts for key statistics: a text file (one document per line), else the world's corpus."""
+    if corpus_file:
+        path = Path(corpus_file)
+        if not path.is_file():
+            raise ValueError(f"corpus file {path} does not exist")
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    if world is None:
+        raise ValueError("this model has no fact world: pass --stats-corpus FILE (one text per line)")
+    return next(corpus_rounds(world, CorpusConfig(), set()))
+
+
+def rome_hparams(path: str | None, layer: str, model, request: EditRequest) -> RomeHparams:
+    """Hyperparameters from ``path`` (default ``hparams/rome-default.json``), with ``layer``
+    (``auto`` = the locator's choice from a trace of the request prompt, or a number) on top."""
+    hparams = RomeHparams.from_json(path or HPARAMS_DIR / "rome-default.json")
+    if layer == "auto":
+        trace = trace_fact(model, request.prompt, request.subject, config=TraceConfig(kinds=("mlp",)))
+        chosen = locate_from_trace(model, trace).site.layer
+    else:
+        try:
+            chosen = int(layer)
+        except ValueError:
+            raise ValueError(f"--layer must be 'auto' or a layer number, got {layer!r}") from None
+    return dataclasses.replace(hparams, layer=chosen)
+
+
+def world_case(world: World | None, prompt: str, subject: str) -> dict | None:
+    """The exported edit case of the model's world with this prompt and subject, if any."""
+    if world is None:
+        return None
+    return next((c for c in export_edit_cases(world) if c["prompt"] == prompt and c["subject"] == subject), None)
+
+
+def _probe_prompts(case: dict | None, request: EditRequest) -> list[tuple[str, str, str]]:
+    """``(kind, prompt, expected answer after the edit)``: the request and, for a world case, its
+    paraphrases and neighbours."""
+    probes = [("edit", request.prompt, request.target_new)]
+    if case is not None:
+        probes += [("paraphrase", p["prompt"], p["answer"]) for p in case["paraphrase_prompts"]]
+        probes += [("neighbour", n["prompt"], n["answer"]) for n in case["neighborhood_prompts"]]
+    return probes
+
+
+def _predictions(model, probes, request: EditRequest) -> list[dict]:
+    """Top next tokens, p(expected answer), p(target_new) and p(the edited fact's old answer)."""
+    rows = []
+    for kind, prompt, expected in probes:
+        targets = [expected, request.target_new, request.ground_truth or expected]
+        probabilities = score_targets(model, model.tokenizer, [prompt] * 3, targets).log_prob.exp().tolist()
+        rows.append({"kind": kind, "prompt": prompt, "expected": expected,
+                     "top": [(text, round(p, 4)) for text, p in top_next_tokens(model, model.tokenizer, prompt, 3)],
+                     "p_expected": probabilities[0], "p_target_new": probabilities[1],
+                     "p_old_answer": probabilities[2] if request.ground_truth else None})
+    return rows
+
+
+def cmd_edit(args) -> int:
+    model, world = load_model_and_world(args.model)
+    case = world_case(world, args.prompt, args.subject)
+    truth = args.ground_truth or (case["ground_truth"] if case else None)
+    request = EditRequest(args.prompt, args.subject, args.target_new, truth)
+    if args.method != "rome":
+        raise ValueError(f"method {args.method!r} is not available yet; available: rome")
+    hparams = rome_hparams(args.hparams, args.layer, model, request)
+    edit: Edit = compute_rome_edit(model, request, hparams, statistics_texts(world, args.stats_corpus),
+                                   progress=not args.json)
+    probes = _probe_prompts(case, request)
+    before = _predictions(model, probes, request)
+    with edit.applied(model):
+        after = _predictions(model, probes, request)
+    payload = {"request": dataclasses.asdict(request), "method": edit.method, "layer": hparams.layer,
+               "edit_seconds": edit.timings["total_s"], "before": before, "after": after}
+    if args.json:
+        print(json.dumps(payload, indent=1))
+        return 0
+    print(f"ROME at layer {hparams.layer} ({edit.timings['total_s']:.1f} s): "
+          f"{request.prompt!r} -> {request.target_new!r} (was {truth!r})")
+    for old, new in zip(before, after):
+        print(f"\n[{old['kind']}] {old['prompt']!r} (expected after the edit: {old['expected']!r})")
+        for label, row in (("before", old), ("after", new)):
+            top = ", ".join(f"{t!r} {p:.2f}" for t, p in row["top"])
+            old_answer = f", p(old answer) {row['p_old_answer']:.3f}" if row["p_old_answer"] is not None else ""
+            print(f"  {label:>6}: p(expected) {row['p_expected']:.3f}, p(new) {row['p_target_new']:.3f}"
+                  f"{old_answer}; top: {top}")
+    return 0
