@@ -20,7 +20,7 @@ from workbench.model.tokens import encode_prompt, encode_target, subject_token_s
 from workbench.tracing.trace import (
     EMBED_HOOK,
     TraceConfig,
-    _corruption_hook,
+    corruption_hook,
     embedding_noise,
     trace_fact,
 )
@@ -57,7 +57,7 @@ def bench_tracing(model, prompt: str, subject: str, answer: str, config: TraceCo
     batched_seconds = _best_time(batched_grid, repeats)
     grid = torch.from_numpy(batched_grid().grids["resid"])
     _, full_cache = model.run_with_cache(tokens.unsqueeze(0))
-    model.add_hook(EMBED_HOOK, _corruption_hook(noise[:1], span), is_permanent=True)
+    model.add_hook(EMBED_HOOK, corruption_hook(noise[:1], span), is_permanent=True)
     try:
         started = time.perf_counter()
         reference = patching.get_act_patch_resid_pre(

@@ -20,7 +20,7 @@ pass (``needs_forward_pass``) are filled in directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class TraceResult:
     grids: dict[str, np.ndarray]
     config: TraceConfig
     noise_std: float
-    n_layers: int = field(default=0)
+    n_layers: int
 
     def indirect_effect(self, kind: str) -> np.ndarray:
         """Restored minus corrupted probability, ``[n_tokens, n_layers]``."""
@@ -122,7 +122,7 @@ def restored_probabilities(model, tokens: Int[Tensor, " pos"], span: tuple[int, 
     for begin in range(0, len(rows), row_budget):
         chunk = rows[begin:begin + row_budget]
         sample_index = torch.tensor([s for _, s in chunk], device=device)
-        hooks = [(EMBED_HOOK, _corruption_hook(noise.to(device)[sample_index], span))]
+        hooks = [(EMBED_HOOK, corruption_hook(noise.to(device)[sample_index], span))]
         hooks += _restore_hooks([restores[r] for r, _ in chunk], clean, device)
         with model.hooks(fwd_hooks=hooks):
             logits = model(tokens.unsqueeze(0).expand(len(chunk), -1))
@@ -130,7 +130,8 @@ def restored_probabilities(model, tokens: Int[Tensor, " pos"], span: tuple[int, 
     return out.view(len(restores), n_samples)
 
 
-def _corruption_hook(batch_noise: Float[Tensor, "rows span d_model"], span: tuple[int, int]):
+def corruption_hook(batch_noise: Float[Tensor, "rows span d_model"], span: tuple[int, int]):
+    """A ``hook_embed`` hook adding ``batch_noise`` (one row per batch row) to the subject's embeddings."""
     def corrupt(embed, hook):
         embed[:, span[0]:span[1]] += batch_noise.to(embed.dtype)
         return embed
