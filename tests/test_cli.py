@@ -77,3 +77,14 @@ def test_edit_command_shows_predictions_before_and_after(capsys, tiny_world):
     assert main(["edit", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
                  "--target-new", case["ground_truth"], "--layer", "0"]) == 2
     assert "equals the current answer" in capsys.readouterr().err
+
+
+def test_edit_command_runs_the_fine_tuning_baselines(capsys, tiny_world):
+    from workbench.world import export_edit_cases
+
+    case = next(c for c in export_edit_cases(tiny_world, "test") if c["subject_kind"] == "person")
+    for method in ("ft", "ft-l"):
+        assert main(["edit", "--method", method, "--model", "tiny", "--prompt", case["prompt"],
+                     "--subject", case["subject"], "--target-new", case["target_new"], "--layer", "1", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["method"] == method and result["layer"] == 1

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from workbench.editing.edit import Edit, EditRequest
-from workbench.editing.hparams import RomeHparams
+from workbench.editing.finetune import compute_finetune_edit
+from workbench.editing.hparams import FinetuneHparams, RomeHparams
 from workbench.editing.rome import compute_rome_edit
 from workbench.model.loading import load_model_and_world
 from workbench.model.tokens import score_targets, top_next_tokens
@@ -30,19 +31,34 @@ def statistics_texts(world: World | None, corpus_file: str | None) -> list[str]:
     return next(corpus_rounds(world, CorpusConfig(), set()))
 
 
-def rome_hparams(path: str | None, layer: str, model, request: EditRequest) -> RomeHparams:
-    """Hyperparameters from ``path`` (default ``hparams/rome-default.json``), with ``layer``
-    (``auto`` = the locator's choice from a trace of the request prompt, or a number) on top."""
-    hparams = RomeHparams.from_json(path or HPARAMS_DIR / "rome-default.json")
+METHODS = {
+    "rome": (RomeHparams, compute_rome_edit, "rome-default.json"),
+    "ft": (FinetuneHparams, compute_finetune_edit, "ft-default.json"),
+    "ft-l": (FinetuneHparams, compute_finetune_edit, "ft-l-default.json"),
+}
+
+
+def chosen_layer(layer: str, model, request: EditRequest) -> int:
+    """``auto`` (the locator's choice from an MLP trace of the request prompt) or a layer number."""
     if layer == "auto":
         trace = trace_fact(model, request.prompt, request.subject, config=TraceConfig(kinds=("mlp",)))
-        chosen = locate_from_trace(model, trace).site.layer
-    else:
-        try:
-            chosen = int(layer)
-        except ValueError:
-            raise ValueError(f"--layer must be 'auto' or a layer number, got {layer!r}") from None
-    return dataclasses.replace(hparams, layer=chosen)
+        return locate_from_trace(model, trace).site.layer
+    try:
+        return int(layer)
+    except ValueError:
+        raise ValueError(f"--layer must be 'auto' or a layer number, got {layer!r}") from None
+
+
+def compute_edit(method: str, model, request: EditRequest, hparams_file: str | None, layer: str,
+                 texts_source) -> tuple[Edit, int]:
+    """Run ``method`` with its hyperparameters (``hparams/<method>-default.json`` unless a file is
+    given) at ``layer``; ``texts_source()`` supplies key-statistics texts for ROME."""
+    hparams_class, compute, default_file = METHODS[method]
+    hparams = hparams_class.from_json(hparams_file or HPARAMS_DIR / default_file)
+    hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, model, request))
+    if method == "rome":
+        return compute(model, request, hparams, texts_source()), hparams.layer
+    return compute(model, request, hparams), hparams.layer
 
 
 def world_case(world: World | None, prompt: str, subject: str) -> dict | None:
@@ -80,21 +96,18 @@ def cmd_edit(args) -> int:
     case = world_case(world, args.prompt, args.subject)
     truth = args.ground_truth or (case["ground_truth"] if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
-    if args.method != "rome":
-        raise ValueError(f"method {args.method!r} is not available yet; available: rome")
-    hparams = rome_hparams(args.hparams, args.layer, model, request)
-    edit: Edit = compute_rome_edit(model, request, hparams, statistics_texts(world, args.stats_corpus),
-                                   progress=not args.json)
+    edit, layer = compute_edit(args.method, model, request, args.hparams, args.layer,
+                               lambda: statistics_texts(world, args.stats_corpus))
     probes = _probe_prompts(case, request)
     before = _predictions(model, probes, request)
     with edit.applied(model):
         after = _predictions(model, probes, request)
-    payload = {"request": dataclasses.asdict(request), "method": edit.method, "layer": hparams.layer,
+    payload = {"request": dataclasses.asdict(request), "method": edit.method, "layer": layer,
                "edit_seconds": edit.timings["total_s"], "before": before, "after": after}
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
-    print(f"ROME at layer {hparams.layer} ({edit.timings['total_s']:.1f} s): "
+    print(f"{edit.method.upper()} at layer {layer} ({edit.timings['total_s']:.1f} s): "
           f"{request.prompt!r} -> {request.target_new!r} (was {truth!r})")
     for old, new in zip(before, after):
         print(f"\n[{old['kind']}] {old['prompt']!r} (expected after the edit: {old['expected']!r})")

@@ -47,3 +47,29 @@ class RomeHparams:
         if "kl_prompts" in data:
             data["kl_prompts"] = tuple(data["kl_prompts"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class FinetuneHparams:
+    """Fine-tuning one MLP output weight on the edit prompt (the post-training contrast).
+
+    FT: Adam on the weight change for ``steps`` steps at ``lr`` (stopping once the target's mean
+    NLL is below ``early_stop_nll``). FT-L additionally keeps every entry of the change within
+    ``norm_constraint`` (an L-infinity ball around the original weight); None means no constraint.
+    """
+
+    layer: int
+    steps: int = 25
+    lr: float = 5e-4
+    norm_constraint: float | None = None
+    early_stop_nll: float = 0.01
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> FinetuneHparams:
+        data = json.loads(Path(path).read_text())
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown fine-tuning hyperparameters {sorted(unknown)}")
+        if "layer" not in data:
+            raise ValueError(f"{path}: fine-tuning hyperparameters need a 'layer'")
+        return cls(**data)

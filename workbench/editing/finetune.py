@@ -1,0 +1,53 @@
+"""Fine-tuning baselines (FT and FT-L): gradient steps on one MLP output weight, through hooks.
+
+The weight change is a dense ``WeightDelta`` (key space, ``[d_mlp, d_model]``) optimised while it
+is applied through the same hooks every edit uses, so the model's weights are never written.
+The loss is the negative log-likelihood of ``target_new`` after the edit prompt. FT-L clamps every
+entry of the change to ``[-norm_constraint, norm_constraint]`` after each step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from workbench.editing.edit import Edit, EditRequest, WeightDelta, delta_hooks
+from workbench.editing.hparams import FinetuneHparams
+from workbench.model.architecture import mlp_output_site
+from workbench.model.tokens import encode_prompt, encode_target
+
+
+def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams) -> Edit:
+    """The FT (or, with ``norm_constraint``, FT-L) edit of ``request`` at ``hparams.layer``."""
+    started = time.perf_counter()
+    site = mlp_output_site(model, hparams.layer)
+    device = model.W_E.device
+    prompt = encode_prompt(model.tokenizer, request.prompt)
+    target = encode_target(model.tokenizer, request.target_new)
+    tokens = torch.tensor([prompt + target[:-1]], device=device)
+    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target), device=device)
+    target_ids = torch.tensor(target, device=device)
+    change = torch.zeros(model.cfg.d_mlp, model.cfg.d_model, device=device, requires_grad=True)
+    delta = WeightDelta.dense(site, change)
+    optimizer = torch.optim.Adam([change], lr=hparams.lr)
+    losses = []
+    for step in range(hparams.steps):
+        with model.hooks(fwd_hooks=delta_hooks([delta])):
+            log_probs = model(tokens)[0].float().log_softmax(-1)
+        nll = -log_probs[positions, target_ids].mean()
+        if not torch.isfinite(nll):
+            raise FloatingPointError(f"fine-tuning produced a loss of {nll.item()} at step {step}")
+        losses.append(nll.item())
+        if nll.item() < hparams.early_stop_nll:
+            break
+        optimizer.zero_grad()
+        nll.backward()
+        optimizer.step()
+        if hparams.norm_constraint is not None:
+            with torch.no_grad():
+                change.clamp_(-hparams.norm_constraint, hparams.norm_constraint)
+    method = "ft" if hparams.norm_constraint is None else "ft-l"
+    final = WeightDelta.dense(site, change.detach().cpu())
+    return Edit(request, (final,), method=method, hparams=dict(vars(hparams)),
+                timings={"total_s": time.perf_counter() - started, "losses": losses})
