@@ -1,0 +1,1 @@
+"""Evaluation of edits: edit cases from several formats, metrics, runs and tables."""
