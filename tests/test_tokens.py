@@ -72,6 +72,8 @@ def test_batched_scores_equal_one_prompt_at_a_time(tiny_bridge, tiny_world):
         expected = sum(log_probs[len(p) - 1 + j, tok].item() for j, tok in enumerate(t))
         assert batched.log_prob[i].item() == pytest.approx(expected, abs=1e-4)
         assert batched.first_token_is_top1[i].item() == (log_probs[len(p) - 1].argmax().item() == t[0])
+        hits = [log_probs[len(p) - 1 + j].argmax().item() == tok for j, tok in enumerate(t)]
+        assert batched.token_accuracy[i].item() == pytest.approx(sum(hits) / len(hits))
     assert installed_hook_count(tiny_bridge) == 0
 
 

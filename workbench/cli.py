@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from workbench.editing.commands import cmd_edit
+from workbench.editing.commands import cmd_edit, cmd_eval
 from workbench.io import write_json
 from workbench.model.presets import PRESETS, preset
 from workbench.tracing.commands import add_trace_options, cmd_bench, cmd_locate, cmd_trace
@@ -142,6 +142,18 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--stats-corpus", help="texts for key statistics, one per line (default: the world's corpus)")
     edit.add_argument("--json", action="store_true")
     edit.set_defaults(func=cmd_edit)
+
+    evaluation = commands.add_parser("eval", help="evaluate a method over edit cases")
+    evaluation.add_argument("--method", choices=["rome", "ft", "ft-l"], required=True)
+    evaluation.add_argument("--model", default=None)
+    evaluation.add_argument("--cases", help="edit cases (any format); default: the world's test split")
+    evaluation.add_argument("--n", type=int, default=200)
+    evaluation.add_argument("--layer", default=None, help="'auto', a layer number, or (default) the hparams file's")
+    evaluation.add_argument("--hparams")
+    evaluation.add_argument("--stats-corpus")
+    evaluation.add_argument("--out", required=True, help="directory for results.json and cases.jsonl")
+    evaluation.add_argument("--force", action="store_true", help="replace existing result files")
+    evaluation.set_defaults(func=cmd_eval)
 
     bench = commands.add_parser("bench", help="benchmarks (both sides of every ratio in one run)")
     bench.add_argument("target", choices=["tracing"])

@@ -49,13 +49,14 @@ def chosen_layer(layer: str, model, request: EditRequest) -> int:
         raise ValueError(f"--layer must be 'auto' or a layer number, got {layer!r}") from None
 
 
-def compute_edit(method: str, model, request: EditRequest, hparams_file: str | None, layer: str,
+def compute_edit(method: str, model, request: EditRequest, hparams_file: str | None, layer: str | None,
                  texts_source) -> tuple[Edit, int]:
     """Run ``method`` with its hyperparameters (``hparams/<method>-default.json`` unless a file is
-    given) at ``layer``; ``texts_source()`` supplies key-statistics texts for ROME."""
+    given) at ``layer`` (None: the file's); ``texts_source()`` supplies key-statistics texts for ROME."""
     hparams_class, compute, default_file = METHODS[method]
     hparams = hparams_class.from_json(hparams_file or HPARAMS_DIR / default_file)
-    hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, model, request))
+    if layer is not None:
+        hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, model, request))
     if method == "rome":
         return compute(model, request, hparams, texts_source()), hparams.layer
     return compute(model, request, hparams), hparams.layer
@@ -116,4 +117,32 @@ def cmd_edit(args) -> int:
             old_answer = f", p(old answer) {row['p_old_answer']:.3f}" if row["p_old_answer"] is not None else ""
             print(f"  {label:>6}: p(expected) {row['p_expected']:.3f}, p(new) {row['p_target_new']:.3f}"
                   f"{old_answer}; top: {top}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from functools import lru_cache
+
+    from workbench.evaluation.cases import parse_cases, read_cases
+    from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, write_results
+
+    model, world = load_model_and_world(args.model)
+    if args.cases:
+        cases = read_cases(args.cases)
+    elif world is not None:
+        cases = parse_cases(export_edit_cases(world, "test"), "the world's test split")
+    else:
+        raise ValueError("this model has no fact world: pass --cases FILE")
+    texts = lru_cache(maxsize=1)(lambda: statistics_texts(world, args.stats_corpus))
+    results, records = evaluate(model, cases[: args.n], lambda case: compute_edit(
+        args.method, model, case.request, args.hparams, args.layer, texts)[0])
+    results["method"] = args.method
+    write_results(args.out, results, records, overwrite=args.force)
+    print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "
+          f"-> {args.out}")
+    for name in HEADLINE_METRICS:
+        value = results.get(name, {})
+        if value.get("mean") is not None:
+            interval = f" ± {value['ci95']:.3f}" if value["ci95"] is not None else ""
+            print(f"  {name:>14}: {value['mean']:.3f}{interval} (n={value['n']})")
     return 0

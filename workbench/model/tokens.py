@@ -79,12 +79,14 @@ class TargetScores:
 
     ``log_prob``: summed log-probability of all target tokens; ``first_token_log_prob``: of the
     first target token alone; ``first_token_is_top1``: whether the first target token is the
-    model's top prediction after the prompt.
+    model's top prediction after the prompt; ``token_accuracy``: the share of target tokens that
+    are the top prediction given the prompt and the target tokens before them (teacher forcing).
     """
 
     log_prob: Float[Tensor, " batch"]
     first_token_log_prob: Float[Tensor, " batch"]
     first_token_is_top1: Bool[Tensor, " batch"]
+    token_accuracy: Float[Tensor, " batch"]
 
 
 @torch.no_grad()
@@ -94,7 +96,7 @@ def score_targets(model, tokenizer, prompts: Sequence[str], targets: Sequence[st
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
     pad = pad_id_of(tokenizer)
-    log_probs, firsts, top1s = [], [], []
+    log_probs, firsts, top1s, accuracies = [], [], [], []
     for begin in range(0, len(prompts), batch_size):
         prompt_ids = [encode_prompt(tokenizer, p, prepend_bos) for p in prompts[begin:begin + batch_size]]
         target_ids = [encode_target(tokenizer, t) for t in targets[begin:begin + batch_size]]
@@ -105,8 +107,10 @@ def score_targets(model, tokenizer, prompts: Sequence[str], targets: Sequence[st
             token_log_probs = logits[row, positions, torch.tensor(t)]
             log_probs.append(token_log_probs.sum())
             firsts.append(token_log_probs[0])
-            top1s.append(logits[row, len(p) - 1].argmax() == t[0])
-    return TargetScores(torch.stack(log_probs), torch.stack(firsts), torch.stack(top1s))
+            hits = logits[row, positions].argmax(-1) == torch.tensor(t)
+            top1s.append(hits[0])
+            accuracies.append(hits.float().mean())
+    return TargetScores(torch.stack(log_probs), torch.stack(firsts), torch.stack(top1s), torch.stack(accuracies))
 
 
 def _device_of(model) -> torch.device:

@@ -1,0 +1,69 @@
+"""Metrics and the evaluation runner: real numbers on the tiny model, and the aggregate arithmetic."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import installed_hook_count
+from workbench.cli import main
+from workbench.editing.hparams import RomeHparams
+from workbench.editing.rome import compute_rome_edit
+from workbench.evaluation.cases import parse_cases
+from workbench.evaluation.metrics import case_metrics, measure
+from workbench.evaluation.runner import aggregate, evaluate
+from workbench.model.tokens import score_targets
+from workbench.world import CorpusConfig, corpus_rounds, export_edit_cases
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_world):
+    return parse_cases(export_edit_cases(tiny_world, "test"))
+
+
+def test_an_unedited_model_scores_as_unedited(tiny_bridge, cases):
+    case = next(c for c in cases if c.same_subject and c.neighbours)
+    before = measure(tiny_bridge, case)
+    metrics = case_metrics(before, before)
+    scores = score_targets(tiny_bridge, tiny_bridge.tokenizer, [case.request.prompt] * 2,
+                           [case.request.target_new, case.request.ground_truth])
+    assert metrics["efficacy"] == float(scores.log_prob[0] > scores.log_prob[1])
+    assert metrics["neighborhood_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["same_subject_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= metrics["neighborhood"] <= 1.0
+
+
+def test_runner_measures_an_edit_and_leaves_the_model_as_it_was(tiny_bridge, tiny_world, cases):
+    hparams = RomeHparams.from_json(Path(__file__).parents[1] / "hparams" / "rome-tiny.json")
+    texts = next(corpus_rounds(tiny_world, CorpusConfig(), set()))
+    weights = {n: p.detach().clone() for n, p in tiny_bridge.original_model.named_parameters()}
+    chosen = [c for c in cases if c.request.subject.count(" ") == 1][:3]
+    results, records = evaluate(tiny_bridge, chosen,
+                                lambda c: compute_rome_edit(tiny_bridge, c.request, hparams, texts), progress=False)
+    assert results["n_cases"] == 3 and len(records) == 3
+    assert results["efficacy"]["mean"] == pytest.approx(sum(r["metrics"]["efficacy"] for r in records) / 3)
+    assert results["efficacy"]["mean"] > 0  # ROME at the tiny model's working layer moves at least one fact
+    assert all(torch.equal(p, weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+def test_aggregate_mean_and_confidence_interval():
+    result = aggregate([1.0, 0.0, 1.0, 1.0, math.nan])
+    assert result == {"mean": 0.75, "ci95": pytest.approx(1.96 * 0.5 / 2), "n": 4}
+    assert aggregate([math.nan]) == {"mean": None, "ci95": None, "n": 0}
+    assert aggregate([0.5])["ci95"] is None
+
+
+def test_eval_command_writes_results_and_never_overwrites(tmp_path, capsys):
+    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    args = ["eval", "--method", "rome", "--model", "tiny", "--hparams", str(hparams), "--n", "2",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject"):
+        assert set(results[name]) == {"mean", "ci95", "n"}
+    assert len((tmp_path / "cases.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err

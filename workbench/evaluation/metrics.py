@@ -1,0 +1,105 @@
+"""Metrics of one edit case, measured on whatever model state is active (plain, or edit applied).
+
+``measure(model, case)`` gives raw measurements; ``case_metrics(before, after)`` turns a pair of
+them into the case's metrics:
+
+- ``efficacy``: p(target_new) > p(ground_truth) on the edit prompt; ``efficacy_accuracy``: the
+  teacher-forced token accuracy of target_new there;
+- ``paraphrase``: share of paraphrase prompts where p(target_new) > p(ground_truth);
+- ``reverse``, ``portability``: mean token accuracy of the expected answers (NaN without prompts);
+- ``neighborhood``, ``same_subject``: share of prompts whose top next token is unchanged by the
+  edit and whose own answer stays more probable than target_new; ``*_kl``: mean KL divergence
+  of the next-token distribution, before || after.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from workbench.evaluation.cases import EditCase, Probe
+from workbench.model.tokens import encode_prompt, logits_of, score_targets
+
+LOCALITY_GROUPS = ("neighbours", "same_subject")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Raw numbers of one case in one model state (lists follow the case's probe order)."""
+
+    edit_new: float
+    edit_true: float
+    edit_accuracy: float
+    paraphrase_new: list[float]
+    paraphrase_true: list[float]
+    reverse_accuracy: list[float]
+    portability_accuracy: list[float]
+    locality_answer: dict[str, list[float]]
+    locality_new: dict[str, list[float]]
+    locality_distributions: dict[str, torch.Tensor]
+
+
+def _scores(model, prompts: list[str], targets: list[str]):
+    return score_targets(model, model.tokenizer, prompts, targets) if prompts else None
+
+
+@torch.no_grad()
+def _next_token_log_probs(model, probes: tuple[Probe, ...]) -> torch.Tensor:
+    rows = []
+    for probe in probes:
+        tokens = torch.tensor([encode_prompt(model.tokenizer, probe.prompt)], device=model.W_E.device)
+        rows.append(logits_of(model, tokens)[0, -1].float().log_softmax(-1).cpu())
+    return torch.stack(rows) if rows else torch.empty(0)
+
+
+def measure(model, case: EditCase) -> Measurement:
+    request = case.request
+    new, true = request.target_new, request.ground_truth
+    edit = _scores(model, [request.prompt] * 2, [new, true])
+    paraphrase_prompts = [p.prompt for p in case.paraphrases]
+    n = len(paraphrase_prompts)
+    paraphrase = _scores(model, paraphrase_prompts * 2, [new] * n + [true] * n)
+    reverse = _scores(model, [p.prompt for p in case.reverse], [p.answer for p in case.reverse])
+    portability = _scores(model, [p.prompt for p in case.portability], [p.answer for p in case.portability])
+    answers, news, distributions = {}, {}, {}
+    for group, probes in (("neighbours", case.neighbours), ("same_subject", case.same_subject)):
+        scores = _scores(model, [p.prompt for p in probes] * 2, [p.answer for p in probes] + [new] * len(probes))
+        answers[group] = scores.log_prob[: len(probes)].tolist() if scores is not None else []
+        news[group] = scores.log_prob[len(probes):].tolist() if scores is not None else []
+        distributions[group] = _next_token_log_probs(model, probes)
+    return Measurement(
+        edit.log_prob[0].item(), edit.log_prob[1].item(), edit.token_accuracy[0].item(),
+        paraphrase.log_prob[:n].tolist() if paraphrase is not None else [],
+        paraphrase.log_prob[n:].tolist() if paraphrase is not None else [],
+        reverse.token_accuracy.tolist() if reverse is not None else [],
+        portability.token_accuracy.tolist() if portability is not None else [],
+        answers, news, distributions)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
+    """The case's metrics after the edit (see the module docstring); NaN where it has no prompts."""
+    metrics = {
+        "efficacy": float(after.edit_new > after.edit_true),
+        "efficacy_accuracy": after.edit_accuracy,
+        "paraphrase": _mean(float(a > b) for a, b in zip(after.paraphrase_new, after.paraphrase_true)),
+        "reverse": _mean(after.reverse_accuracy),
+        "portability": _mean(after.portability_accuracy),
+    }
+    for group, name in (("neighbours", "neighborhood"), ("same_subject", "same_subject")):
+        old, new = before.locality_distributions[group], after.locality_distributions[group]
+        if old.numel() == 0:
+            metrics[name] = metrics[f"{name}_kl"] = math.nan
+            continue
+        unchanged = (old.argmax(-1) == new.argmax(-1)).tolist()
+        kept = [a > b for a, b in zip(after.locality_answer[group], after.locality_new[group])]
+        metrics[name] = _mean(float(u and k) for u, k in zip(unchanged, kept))
+        divergence = torch.nn.functional.kl_div(new, old, log_target=True, reduction="none").sum(-1)
+        metrics[f"{name}_kl"] = divergence.mean().item()
+    return metrics
