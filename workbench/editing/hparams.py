@@ -7,6 +7,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 
+def read_hparams(cls, path: str | Path, method: str) -> dict:
+    """The JSON object at ``path``, checked against the fields of ``cls``: unknown fields and a
+    missing ``layer`` are clear errors naming them."""
+    data = json.loads(Path(path).read_text())
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{path}: unknown {method} hyperparameters {sorted(unknown)}")
+    if "layer" not in data:
+        raise ValueError(f"{path}: {method} hyperparameters need a 'layer'")
+    return data
+
+
 @dataclass(frozen=True)
 class RomeHparams:
     """ROME (Meng et al. 2022), as in the reference implementation.
@@ -36,14 +48,7 @@ class RomeHparams:
 
     @classmethod
     def from_json(cls, path: str | Path) -> RomeHparams:
-        """Load from JSON; unknown or missing fields are a clear error naming them."""
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown ROME hyperparameters {sorted(unknown)}")
-        if "layer" not in data:
-            raise ValueError(f"{path}: ROME hyperparameters need a 'layer'")
+        data = read_hparams(cls, path, "ROME")
         if "kl_prompts" in data:
             data["kl_prompts"] = tuple(data["kl_prompts"])
         return cls(**data)
@@ -66,10 +71,4 @@ class FinetuneHparams:
 
     @classmethod
     def from_json(cls, path: str | Path) -> FinetuneHparams:
-        data = json.loads(Path(path).read_text())
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown fine-tuning hyperparameters {sorted(unknown)}")
-        if "layer" not in data:
-            raise ValueError(f"{path}: fine-tuning hyperparameters need a 'layer'")
-        return cls(**data)
+        return cls(**read_hparams(cls, path, "fine-tuning"))
