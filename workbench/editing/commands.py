@@ -6,9 +6,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+from torch import Tensor
+
 from workbench.editing.edit import Edit, EditRequest
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams, RomeHparams
+from workbench.editing.key_stats import key_second_moment
 from workbench.editing.rome import compute_rome_edit
 from workbench.model.loading import load_model_and_world
 from workbench.model.tokens import score_targets, top_next_tokens
@@ -49,17 +52,29 @@ def chosen_layer(layer: str, model, request: EditRequest) -> int:
         raise ValueError(f"--layer must be 'auto' or a layer number, got {layer!r}") from None
 
 
-def compute_edit(method: str, model, request: EditRequest, hparams_file: str | None, layer: str | None,
-                 texts_source) -> tuple[Edit, int]:
-    """Run ``method`` with its hyperparameters (``hparams/<method>-default.json`` unless a file is
-    given) at ``layer`` (None: the file's); ``texts_source()`` supplies key-statistics texts for ROME."""
+def make_editor(method: str, model, hparams_file: str | None, layer: str | None, texts_source):
+    """A function ``request -> (Edit, layer)`` running ``method`` with its hyperparameters
+    (``hparams/<method>-default.json`` unless a file is given) at ``layer`` (None: the file's).
+
+    The file is read once; for ROME, ``texts_source()`` (key-statistics texts) is called once and
+    each layer's key statistic is looked up once, however many edits are made.
+    """
     hparams_class, compute, default_file = METHODS[method]
-    hparams = hparams_class.from_json(hparams_file or HPARAMS_DIR / default_file)
-    if layer is not None:
-        hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, model, request))
-    if method == "rome":
-        return compute(model, request, hparams, texts_source()), hparams.layer
-    return compute(model, request, hparams), hparams.layer
+    base = hparams_class.from_json(hparams_file or HPARAMS_DIR / default_file)
+    moments: dict[int, Tensor] = {}
+    texts: list[str] = []
+
+    def edit(request: EditRequest) -> tuple[Edit, int]:
+        hparams = base if layer is None else dataclasses.replace(base, layer=chosen_layer(layer, model, request))
+        if method != "rome":
+            return compute(model, request, hparams), hparams.layer
+        if not texts:
+            texts.extend(texts_source())
+        if hparams.layer not in moments:
+            moments[hparams.layer] = key_second_moment(model, hparams.layer, texts, hparams.key_stats_tokens)
+        return compute(model, request, hparams, texts, moment=moments[hparams.layer]), hparams.layer
+
+    return edit
 
 
 def world_case(world: World | None, prompt: str, subject: str) -> dict | None:
@@ -97,8 +112,9 @@ def cmd_edit(args) -> int:
     case = world_case(world, args.prompt, args.subject)
     truth = args.ground_truth or (case["ground_truth"] if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
-    edit, layer = compute_edit(args.method, model, request, args.hparams, args.layer,
-                               lambda: statistics_texts(world, args.stats_corpus))
+    editor = make_editor(args.method, model, args.hparams, args.layer,
+                         lambda: statistics_texts(world, args.stats_corpus))
+    edit, layer = editor(request)
     probes = _probe_prompts(case, request)
     before = _predictions(model, probes, request)
     with edit.applied(model):
@@ -121,8 +137,6 @@ def cmd_edit(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from functools import lru_cache
-
     from workbench.evaluation.cases import parse_cases, read_cases
     from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, write_results
 
@@ -133,9 +147,9 @@ def cmd_eval(args) -> int:
         cases = parse_cases(export_edit_cases(world, "test"), "the world's test split")
     else:
         raise ValueError("this model has no fact world: pass --cases FILE")
-    texts = lru_cache(maxsize=1)(lambda: statistics_texts(world, args.stats_corpus))
-    results, records = evaluate(model, cases[: args.n], lambda case: compute_edit(
-        args.method, model, case.request, args.hparams, args.layer, texts)[0])
+    editor = make_editor(args.method, model, args.hparams, args.layer,
+                         lambda: statistics_texts(world, args.stats_corpus))
+    results, records = evaluate(model, cases[: args.n], lambda case: editor(case.request)[0])
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
     print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "

@@ -110,12 +110,17 @@ def optimise_value(model, request: EditRequest, hparams: RomeHparams, prefixes: 
 
 
 def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: Sequence[str],
-                      progress: bool = False) -> Edit:
-    """The ROME edit of ``request`` at ``hparams.layer`` (see the module docstring)."""
+                      progress: bool = False, moment: Tensor | None = None) -> Edit:
+    """The ROME edit of ``request`` at ``hparams.layer`` (see the module docstring).
+
+    ``moment`` is E[k k^T] of that layer; pass it when making many edits of one model, so that the
+    key statistics (and the weight fingerprint that keys their cache) are not looked up each time.
+    """
     started = time.perf_counter()
     site = mlp_output_site(model, hparams.layer)
     prefixes = context_prefixes(texts, hparams.n_prefixes, hparams.prefix_words, hparams.seed)
-    moment = key_second_moment(model, hparams.layer, texts, hparams.key_stats_tokens, progress=progress)
+    if moment is None:
+        moment = key_second_moment(model, hparams.layer, texts, hparams.key_stats_tokens, progress=progress)
     statistics_seconds = time.perf_counter() - started
     keys, outputs = _keys_and_outputs(model, [prefix + request.prompt for prefix in ["", *prefixes]],
                                       request.subject, hparams.layer)

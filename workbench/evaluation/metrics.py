@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from workbench.evaluation.cases import EditCase, Probe
-from workbench.model.tokens import encode_prompt, logits_of, score_targets
+from workbench.model.tokens import encode_prompt, logits_of, pad_id_of, pad_right, score_targets
 
 LOCALITY_GROUPS = ("neighbours", "same_subject")
 
@@ -47,11 +47,14 @@ def _scores(model, prompts: list[str], targets: list[str]):
 
 @torch.no_grad()
 def _next_token_log_probs(model, probes: tuple[Probe, ...]) -> torch.Tensor:
-    rows = []
-    for probe in probes:
-        tokens = torch.tensor([encode_prompt(model.tokenizer, probe.prompt)], device=model.W_E.device)
-        rows.append(logits_of(model, tokens)[0, -1].float().log_softmax(-1).cpu())
-    return torch.stack(rows) if rows else torch.empty(0)
+    """``[n_probes, d_vocab]`` next-token log-probabilities, all probes in one right-padded pass."""
+    if not probes:
+        return torch.empty(0)
+    prompts = [encode_prompt(model.tokenizer, probe.prompt) for probe in probes]
+    tokens = pad_right(prompts, pad_id_of(model.tokenizer)).to(model.W_E.device)
+    last = torch.tensor([len(p) - 1 for p in prompts])
+    logits = logits_of(model, tokens).float().cpu()
+    return logits[torch.arange(len(prompts)), last].log_softmax(-1)
 
 
 def measure(model, case: EditCase) -> Measurement:
