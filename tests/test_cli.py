@@ -1,4 +1,5 @@
 import json
+import os
 
 from workbench.cli import main
 
@@ -15,6 +16,9 @@ def test_world_export_writes_cases_and_never_overwrites(tmp_path, capsys):
     assert main(["world", "export", "--preset", "tiny", "--split", "test", "--out", str(out)]) == 0
     cases = json.loads(out.read_text())
     assert cases and {c["split"] for c in cases} == {"test"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # written atomically, yet not private
     before = out.read_bytes()
     assert main(["world", "export", "--preset", "tiny", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -23,10 +27,25 @@ def test_world_export_writes_cases_and_never_overwrites(tmp_path, capsys):
     assert len(json.loads(out.read_text())) > len(cases)
 
 
-def test_demo_shows_beliefs_of_the_model(capsys):
-    assert main(["demo", "--model", "tiny", "--facts", "3"]) == 0
+def test_demo_tells_the_whole_story_on_one_fact(tmp_path, capsys):
+    assert main(["demo", "--model", "tiny", "--facts", "2", "--plot", str(tmp_path / "trace.png")]) == 0
     out = capsys.readouterr().out
-    assert out.count("world says") == 3 and "top next tokens" in out
+    assert out.count("world says") == 2
+    for step in ("2. Causal tracing of", "3. The locator picks layer 0", "4. ROME at layer 0", "[edit]", "[paraphrase]",
+                 "[neighbour]", "efficacy:", "fluency:", "The model's weights are unchanged"):
+        assert step in out
+    assert (tmp_path / "trace.png").stat().st_size > 0
+
+
+def test_bench_rome_reports_both_sides(capsys):
+    from pathlib import Path
+
+    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    assert main(["bench", "rome", "--model", "tiny", "--n", "2", "--hparams", str(hparams), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_edits"] == 2 and result["layer"] == 0
+    assert result["key_statistics_s"] > 0 and result["median_edit_s"] > 0 and result["median_eval_s"] > 0
+    assert result["edits_per_statistics"] == result["key_statistics_s"] / result["median_edit_s"]
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
@@ -45,6 +64,12 @@ def test_trace_locate_and_average_commands(tmp_path, capsys, tiny_world):
     assert "resid:" in printed and "mlp:" in printed and "locator: layer" in printed
     saved = json.loads(out.read_text())
     assert len(saved["grids"]["attn"]) == len(saved["tokens"]) and plot.exists() and plot.with_suffix(".svg").exists()
+    out.unlink()
+    plot.with_suffix(".svg").write_text("a user's figure")
+    assert main(["trace", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
+                 "--samples", "2", "--out", str(out), "--plot", str(plot)]) == 2
+    assert "trace.png already exists" in capsys.readouterr().err and not out.exists()  # refused before any work
+    assert plot.with_suffix(".svg").read_text() == "a user's figure"
 
     assert main(["trace", "average", "--model", "tiny", "--n", "2", "--samples", "2", "--window", "2",
                  "--out", str(tmp_path / "avg.json")]) == 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import installed_hook_count
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.editing.edit import Edit, EditRequest, WeightDelta, applied_edits, commit
 from workbench.model.architecture import mlp_output_module, mlp_output_site
 
@@ -23,18 +23,15 @@ def _random_edit(model, layer, rank_one=True, seed=0):
     return Edit(REQUEST, (delta,), method="test")
 
 
-def _weights(model):
-    return {name: p.detach().clone() for name, p in model.original_model.named_parameters()}
-
 
 @torch.no_grad()
 def test_hooks_and_commit_give_the_same_logits_and_revert_is_exact(tiny_bridge):
     edits = [_random_edit(tiny_bridge, 1), _random_edit(tiny_bridge, 2, rank_one=False, seed=1)]
-    before_weights = _weights(tiny_bridge)
+    before_weights = weights_snapshot(tiny_bridge)
     plain = tiny_bridge(TOKENS)
     with applied_edits(tiny_bridge, edits):
         hooked = tiny_bridge(TOKENS)
-    assert all(torch.equal(p, before_weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, before_weights)
     assert (hooked - plain).abs().max() > 1e-3  # the edit does something
     handle = commit(tiny_bridge, edits)
     try:
@@ -43,7 +40,7 @@ def test_hooks_and_commit_give_the_same_logits_and_revert_is_exact(tiny_bridge):
         handle.revert()
     torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
     assert handle.reverted
-    assert all(torch.equal(p, before_weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, before_weights)
     assert torch.equal(tiny_bridge(TOKENS), plain)
     assert installed_hook_count(tiny_bridge) == 0
 

@@ -5,9 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.conftest import installed_hook_count
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.cli import main
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.rome import compute_rome_edit
@@ -33,19 +32,23 @@ def test_an_unedited_model_scores_as_unedited(tiny_bridge, cases):
     assert metrics["neighborhood_kl"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["same_subject_kl"] == pytest.approx(0.0, abs=1e-6)
     assert 0.0 <= metrics["neighborhood"] <= 1.0
+    assert metrics["fluency"] == metrics["fluency_before"] > 0
+    for name in ("reverse", "portability"):
+        assert metrics[name] == metrics[f"{name}_before"] or (math.isnan(metrics[name])
+                                                                and math.isnan(metrics[f"{name}_before"]))
 
 
 def test_runner_measures_an_edit_and_leaves_the_model_as_it_was(tiny_bridge, tiny_world, cases):
     hparams = RomeHparams.from_json(Path(__file__).parents[1] / "hparams" / "rome-tiny.json")
     texts = next(corpus_rounds(tiny_world, CorpusConfig(), set()))
-    weights = {n: p.detach().clone() for n, p in tiny_bridge.original_model.named_parameters()}
+    weights = weights_snapshot(tiny_bridge)
     chosen = [c for c in cases if c.request.subject.count(" ") == 1][:3]
     results, records = evaluate(tiny_bridge, chosen,
                                 lambda c: compute_rome_edit(tiny_bridge, c.request, hparams, texts), progress=False)
     assert results["n_cases"] == 3 and len(records) == 3
     assert results["efficacy"]["mean"] == pytest.approx(sum(r["metrics"]["efficacy"] for r in records) / 3)
     assert results["efficacy"]["mean"] > 0  # ROME at the tiny model's working layer moves at least one fact
-    assert all(torch.equal(p, weights[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, weights)
     assert installed_hook_count(tiny_bridge) == 0
 
 

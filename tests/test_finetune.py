@@ -1,9 +1,8 @@
 """FT and FT-L: the edit takes, FT-L stays in its L-infinity ball, the model is never written."""
 
 import pytest
-import torch
 
-from tests.conftest import installed_hook_count
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.editing.edit import EditRequest
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams
@@ -21,9 +20,9 @@ def _request(case):
 
 
 def test_ft_makes_the_edit_take_without_writing_a_weight(tiny_bridge, case):
-    before = {n: p.detach().clone() for n, p in tiny_bridge.original_model.named_parameters()}
+    before = weights_snapshot(tiny_bridge)
     edit = compute_finetune_edit(tiny_bridge, _request(case), FinetuneHparams(layer=1, steps=40, lr=5e-3))
-    assert all(torch.equal(p, before[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, before)
     assert edit.method == "ft" and installed_hook_count(tiny_bridge) == 0
     with edit.applied(tiny_bridge):
         scores = score_targets(tiny_bridge, tiny_bridge.tokenizer, [case["prompt"]] * 2,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import installed_hook_count
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.editing.edit import EditRequest
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.rome import compute_rome_edit
@@ -30,14 +30,11 @@ def _request(case):
     return EditRequest(case["prompt"], case["subject"], case["target_new"], case["ground_truth"])
 
 
-def _weights(model):
-    return {name: p.detach().clone() for name, p in model.original_model.named_parameters()}
-
 
 def test_constraint_rank_one_and_untouched_model(tiny_bridge, texts, cases):
-    before = _weights(tiny_bridge)
+    before = weights_snapshot(tiny_bridge)
     edit = compute_rome_edit(tiny_bridge, _request(cases[0]), HPARAMS, texts)
-    assert all(torch.equal(p, before[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, before)
     assert installed_hook_count(tiny_bridge) == 0
     (delta,) = edit.deltas
     assert torch.linalg.matrix_rank(delta.matrix()).item() == 1
@@ -64,7 +61,7 @@ def test_rome_edits_take_at_the_tiny_models_working_layer(tiny_bridge, texts, ca
 
 
 def test_nan_during_optimisation_is_a_clear_error_and_loses_nothing(tiny_bridge, texts, cases):
-    before = _weights(tiny_bridge)
+    before = weights_snapshot(tiny_bridge)
 
     def poison(resid, hook):  # a numerical blow-up downstream of the edited layer
         return resid * float("nan")
@@ -72,7 +69,7 @@ def test_nan_during_optimisation_is_a_clear_error_and_loses_nothing(tiny_bridge,
     with pytest.raises(FloatingPointError, match="value optimisation produced nan"), \
             tiny_bridge.hooks(fwd_hooks=[("blocks.2.hook_resid_post", poison)]):
         compute_rome_edit(tiny_bridge, _request(cases[0]), HPARAMS, texts)
-    assert all(torch.equal(p, before[n]) for n, p in tiny_bridge.original_model.named_parameters())
+    assert weights_equal(tiny_bridge, before)
     assert installed_hook_count(tiny_bridge) == 0
 
 

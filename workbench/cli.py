@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from workbench.editing.commands import cmd_edit, cmd_eval
+from workbench.editing.commands import cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval
+from workbench.editing.editor import METHODS
 from workbench.io import write_json
 from workbench.model.presets import PRESETS, preset
-from workbench.tracing.commands import add_trace_options, cmd_bench, cmd_locate, cmd_trace
+from workbench.tracing.commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
 
 
 def cmd_model_build(args) -> int:
@@ -64,22 +64,17 @@ def cmd_world_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from workbench.demo import run_demo
     from workbench.model.loading import load_model_and_world
-    from workbench.model.tokens import score_targets, top_next_tokens
-    from workbench.world import export_edit_cases
 
     bridge, world = load_model_and_world(args.model)
     if world is None:
         raise SystemExit("the demo needs a workbench-trained model (it reads the model's fact world)")
-    cases = export_edit_cases(world, "test")[: args.facts]
-    print(f"What the model believes about {len(cases)} facts of its world (test split):\n")
-    scores = score_targets(bridge, bridge.tokenizer, [c["prompt"] for c in cases],
-                           [c["ground_truth"] for c in cases])
-    for case, log_prob in zip(cases, scores.log_prob.tolist()):
-        top = ", ".join(f"{text!r} {p:.2f}" for text, p in top_next_tokens(bridge, bridge.tokenizer, case["prompt"], 3))
-        print(f"  {case['prompt']} ...")
-        print(f"      world says {case['ground_truth']!r}: p = {math.exp(log_prob):.3f}; top next tokens: {top}")
+    run_demo(bridge, world, args.facts, args.plot)
     return 0
+
+
+BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -128,10 +123,19 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--seed", type=int, default=0)
     locate.add_argument("--model", default=None)
     locate.add_argument("--json", action="store_true")
+    locate.add_argument("--sweep", action="store_true", help="also edit at every layer and pick the best")
+    locate.add_argument("--sweep-cases", type=int, default=20, help="(sweep) cases edited at each layer")
+    locate.add_argument("--layers", help="(sweep) comma-separated layers (default: all)")
+    locate.add_argument("--method", choices=sorted(METHODS), default="rome", help="(sweep) editing method")
+    locate.add_argument("--hparams", help="(sweep) hyperparameter file (default hparams/<method>-default.json)")
+    locate.add_argument("--stats-corpus", help="(sweep) key-statistics texts, one per line")
+    locate.add_argument("--out", help="write the result as JSON")
+    locate.add_argument("--plot", help="(sweep) plot the metrics per layer (PNG and SVG)")
+    locate.add_argument("--force", action="store_true", help="replace --out if it exists")
     locate.set_defaults(func=cmd_locate)
 
     edit = commands.add_parser("edit", help="compute an edit and show predictions before and after")
-    edit.add_argument("--method", choices=["rome", "ft", "ft-l"], default="rome")
+    edit.add_argument("--method", choices=sorted(METHODS), default="rome")
     edit.add_argument("--model", default=None)
     edit.add_argument("--prompt", required=True)
     edit.add_argument("--subject", required=True)
@@ -140,11 +144,12 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--layer", default="auto", help="'auto' (the locator's choice) or a layer number")
     edit.add_argument("--hparams", help="a JSON file of hyperparameters (default hparams/<method>-default.json)")
     edit.add_argument("--stats-corpus", help="texts for key statistics, one per line (default: the world's corpus)")
+    edit.add_argument("--export", metavar="DIR", help="also write the edited model to this new directory")
     edit.add_argument("--json", action="store_true")
     edit.set_defaults(func=cmd_edit)
 
     evaluation = commands.add_parser("eval", help="evaluate a method over edit cases")
-    evaluation.add_argument("--method", choices=["rome", "ft", "ft-l"], required=True)
+    evaluation.add_argument("--method", choices=sorted(METHODS), required=True)
     evaluation.add_argument("--model", default=None)
     evaluation.add_argument("--cases", help="edit cases (any format); default: the world's test split")
     evaluation.add_argument("--n", type=int, default=200)
@@ -155,19 +160,35 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--force", action="store_true", help="replace existing result files")
     evaluation.set_defaults(func=cmd_eval)
 
+    compare = commands.add_parser("compare", help="several methods over the same cases: one table and chart")
+    compare.add_argument("--methods", default="rome,ft,ft-l",
+                         help="comma-separated METHOD[@LAYER|@auto] specs (default: rome,ft,ft-l)")
+    compare.add_argument("--model", default=None)
+    compare.add_argument("--cases", help="edit cases (any format); default: the world's test split")
+    compare.add_argument("--n", type=int, default=200)
+    compare.add_argument("--stats-corpus")
+    compare.add_argument("--out", required=True, help="directory for comparison.{md,json,png} and per-method results")
+    compare.add_argument("--force", action="store_true", help="replace existing result files")
+    compare.set_defaults(func=cmd_compare)
+
     bench = commands.add_parser("bench", help="benchmarks (both sides of every ratio in one run)")
-    bench.add_argument("target", choices=["tracing"])
+    bench.add_argument("target", choices=sorted(BENCHMARKS))
     bench.add_argument("--model", default=None)
-    bench.add_argument("--prompt")
+    bench.add_argument("--prompt", help="(tracing) the fact to trace; default: the world's first test case")
     bench.add_argument("--subject")
     bench.add_argument("--answer")
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--repeats", type=int, default=3, help="(tracing) timed repetitions")
+    bench.add_argument("--cases", help="(rome) edit cases (any format); default: the world's test split")
+    bench.add_argument("--n", type=int, default=10, help="(rome) timed edits")
+    bench.add_argument("--hparams", help="(rome) hyperparameter file")
+    bench.add_argument("--stats-corpus", help="(rome) key-statistics texts, one per line")
     bench.add_argument("--json", action="store_true")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=lambda args: BENCHMARKS[args.target](args))
 
-    demo = commands.add_parser("demo", help="load (or build) the default model and show what it knows")
+    demo = commands.add_parser("demo", help="the whole story on one fact: beliefs, trace, locate, ROME, metrics")
     demo.add_argument("--model", default=None)
-    demo.add_argument("--facts", type=int, default=8)
+    demo.add_argument("--facts", type=int, default=3, help="facts whose beliefs are shown first")
+    demo.add_argument("--plot", help="also write the trace heatmaps (PNG and SVG)")
     demo.set_defaults(func=cmd_demo)
     return root
 

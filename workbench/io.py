@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+
+def refuse_existing(paths: Iterable[str | Path], overwrite: bool = False) -> None:
+    """Raise ``FileExistsError`` naming the first of ``paths`` that exists (unless ``overwrite``),
+    so a command that writes several files checks them all before it writes any."""
+    for path in paths:
+        if Path(path).exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --force to replace it or choose another path")
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None (strict JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def give_default_permissions(path: str | Path) -> None:
+    """The mode a plainly created file or directory would get (0666 or 0777 less the umask):
+    ``mkstemp`` and ``mkdtemp`` make them private to their owner, wrong for results to share."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
 
 
 def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
@@ -14,13 +43,13 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
     Refuses an existing ``path`` unless ``overwrite`` is true, so no user file is lost by accident.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --force to replace it or choose another path")
+    refuse_existing([path], overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        give_default_permissions(staging)
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
@@ -29,5 +58,5 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
 
 
 def write_json(path: str | Path, payload, overwrite: bool = False) -> Path:
-    """``payload`` as indented JSON through ``write_text_atomic``."""
-    return write_text_atomic(path, json.dumps(payload, indent=1), overwrite=overwrite)
+    """``payload`` as indented strict JSON (NaN and infinities become null) through ``write_text_atomic``."""
+    return write_text_atomic(path, json.dumps(json_safe(payload), indent=1, allow_nan=False), overwrite=overwrite)

@@ -77,6 +77,11 @@ class Edit:
     hparams: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers whose MLP output weight the edit changes."""
+        return tuple(delta.site.layer for delta in self.deltas)
+
     def hooks(self) -> list[tuple[str, callable]]:
         return delta_hooks(self.deltas)
 
@@ -136,6 +141,12 @@ def commit(model, edits: Sequence[Edit]) -> CommittedEdits:
         for delta in edit.deltas:
             weight = mlp_output_module(model, delta.site).weight
             originals.append((weight, weight.detach().clone()))
-            change = delta.matrix().to(device=weight.device, dtype=weight.dtype)
-            weight.add_(change if delta.site.orientation == "d_mlp d_model" else change.T)
+            add_to_weight(weight, delta)
     return CommittedEdits(originals)
+
+
+@torch.no_grad()
+def add_to_weight(weight: torch.nn.Parameter, delta: WeightDelta) -> None:
+    """``weight += delta`` in the weight's own layout (``delta.site.orientation``)."""
+    change = delta.matrix().to(device=weight.device, dtype=weight.dtype)
+    weight.add_(change if delta.site.orientation == "d_mlp d_model" else change.T)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.editing.edit import EditRequest
+from workbench.world import World, export_edit_cases
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,12 @@ def read_cases(path: str | Path) -> list[EditCase]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     return parse_cases(records, str(path))
+
+
+def load_edit_cases(cases_file: str | Path | None, world: World | None) -> list[EditCase]:
+    """The cases of ``cases_file`` (any format above), else the test split of the model's world."""
+    if cases_file is not None:
+        return read_cases(cases_file)
+    if world is None:
+        raise ValueError("this model has no fact world: pass --cases FILE")
+    return parse_cases(export_edit_cases(world, "test"), "the world's test split")

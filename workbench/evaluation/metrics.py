@@ -6,10 +6,14 @@ them into the case's metrics:
 - ``efficacy``: p(target_new) > p(ground_truth) on the edit prompt; ``efficacy_accuracy``: the
   teacher-forced token accuracy of target_new there;
 - ``paraphrase``: share of paraphrase prompts where p(target_new) > p(ground_truth);
-- ``reverse``, ``portability``: mean token accuracy of the expected answers (NaN without prompts);
+- ``reverse``, ``portability``: mean teacher-forced token accuracy of the expected answers (NaN
+  without prompts); ``*_before`` is the same before the edit, the baseline a multi-token answer's
+  easy later tokens earn without any edit;
 - ``neighborhood``, ``same_subject``: share of prompts whose top next token is unchanged by the
   edit and whose own answer stays more probable than target_new; ``*_kl``: mean KL divergence
-  of the next-token distribution, before || after.
+  of the next-token distribution, before || after;
+- ``fluency``, ``fluency_before``: n-gram entropy (bits) of a greedy generation from the edit
+  prompt after and before the edit (``fluency.py``; NaN when ``fluency_tokens`` is 0).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from workbench.evaluation.cases import EditCase, Probe
+from workbench.evaluation.fluency import greedy_continuation, ngram_entropy
 from workbench.model.tokens import encode_prompt, logits_of, pad_id_of, pad_right, score_targets
 
-LOCALITY_GROUPS = ("neighbours", "same_subject")
+FLUENCY_TOKENS = 40
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Measurement:
     locality_answer: dict[str, list[float]]
     locality_new: dict[str, list[float]]
     locality_distributions: dict[str, torch.Tensor]
+    fluency: float
 
 
 def _scores(model, prompts: list[str], targets: list[str]):
@@ -57,7 +63,9 @@ def _next_token_log_probs(model, probes: tuple[Probe, ...]) -> torch.Tensor:
     return logits[torch.arange(len(prompts)), last].log_softmax(-1)
 
 
-def measure(model, case: EditCase) -> Measurement:
+def measure(model, case: EditCase, fluency_tokens: int = FLUENCY_TOKENS) -> Measurement:
+    """Every number ``case_metrics`` needs, in the model's current state; generation of
+    ``fluency_tokens`` tokens for fluency (0: skip it)."""
     request = case.request
     new, true = request.target_new, request.ground_truth
     edit = _scores(model, [request.prompt] * 2, [new, true])
@@ -78,7 +86,8 @@ def measure(model, case: EditCase) -> Measurement:
         paraphrase.log_prob[n:].tolist() if paraphrase is not None else [],
         reverse.token_accuracy.tolist() if reverse is not None else [],
         portability.token_accuracy.tolist() if portability is not None else [],
-        answers, news, distributions)
+        answers, news, distributions,
+        ngram_entropy(greedy_continuation(model, request.prompt, fluency_tokens)) if fluency_tokens else math.nan)
 
 
 def _mean(values) -> float:
@@ -94,6 +103,10 @@ def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
         "paraphrase": _mean(float(a > b) for a, b in zip(after.paraphrase_new, after.paraphrase_true)),
         "reverse": _mean(after.reverse_accuracy),
         "portability": _mean(after.portability_accuracy),
+        "reverse_before": _mean(before.reverse_accuracy),
+        "portability_before": _mean(before.portability_accuracy),
+        "fluency": after.fluency,
+        "fluency_before": before.fluency,
     }
     for group, name in (("neighbours", "neighborhood"), ("same_subject", "same_subject")):
         old, new = before.locality_distributions[group], after.locality_distributions[group]

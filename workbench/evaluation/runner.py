@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from workbench.editing.edit import Edit
 from workbench.evaluation.cases import EditCase
-from workbench.evaluation.metrics import case_metrics, measure
-from workbench.io import write_json, write_text_atomic
+from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure
+from workbench.io import json_safe, refuse_existing, write_json, write_text_atomic
 
 HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject")
 
@@ -31,17 +31,29 @@ def aggregate(values: Sequence[float]) -> dict:
     return {"mean": mean, "ci95": 1.96 * math.sqrt(variance / len(present)), "n": len(present)}
 
 
+def format_metric(value: dict) -> str:
+    """``mean ± ci95`` of an aggregate, or ``n/a`` when no case had the metric."""
+    if value["mean"] is None:
+        return "n/a"
+    return f"{value['mean']:.3f}" + (f" ± {value['ci95']:.3f}" if value["ci95"] is not None else "")
+
+
 def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edit],
-             progress: bool = True) -> tuple[dict, list[dict]]:
-    """``(results, per-case records)``; the model is left as it was found (edits are hooks)."""
+             progress: bool = True, description: str = "evaluating edits",
+             fluency_tokens: int = FLUENCY_TOKENS,
+             befores: Sequence[Measurement] | None = None) -> tuple[dict, list[dict]]:
+    """``(results, per-case records)``; the model is left as it was found (edits are hooks).
+    ``fluency_tokens``: length of the greedy generations whose entropy measures fluency (0: skip).
+    ``befores``: the cases' measurements without any edit, when already made (``compare`` shares
+    them between methods); else each case is measured before its edit."""
     records = []
-    for case in tqdm(cases, desc="evaluating edits", disable=not progress):
-        before = measure(model, case)
+    for index, case in enumerate(tqdm(cases, desc=description, disable=not progress)):
+        before = befores[index] if befores is not None else measure(model, case, fluency_tokens)
         started = time.perf_counter()
         edit = compute(case)
         edit_seconds = time.perf_counter() - started
         with edit.applied(model):
-            after = measure(model, case)
+            after = measure(model, case, fluency_tokens)
         records.append({"case_id": case.case_id, "prompt": case.request.prompt, "target_new": case.request.target_new,
                         "method": edit.method, "edit_seconds": edit_seconds, "metrics": case_metrics(before, after)})
     names = list(records[0]["metrics"]) if records else list(HEADLINE_METRICS)
@@ -53,8 +65,10 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
 
 
 def write_results(out_dir: str | Path, results: dict, records: list[dict], overwrite: bool = False) -> None:
-    """``results.json`` and ``cases.jsonl`` in ``out_dir`` (existing files kept unless ``overwrite``)."""
+    """``results.json`` and ``cases.jsonl`` in ``out_dir`` (existing files kept unless ``overwrite``;
+    NaN, a metric a case has no prompts for, is written as null)."""
     out_dir = Path(out_dir)
+    refuse_existing([out_dir / "results.json", out_dir / "cases.jsonl"], overwrite)
     write_json(out_dir / "results.json", results, overwrite=overwrite)
-    lines = "\n".join(json.dumps(record, default=lambda v: None) for record in records) + "\n"
+    lines = "\n".join(json.dumps(json_safe(record), allow_nan=False) for record in records) + "\n"
     write_text_atomic(out_dir / "cases.jsonl", lines, overwrite=overwrite)

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from workbench.io import give_default_permissions
 from workbench.model.presets import Recipe, preset
 from workbench.model.training import REPORT_FILE, WORLD_FILE, train_model
 
@@ -59,6 +60,7 @@ def build_into(recipe: Recipe, out_dir: Path, progress: bool = True) -> dict:
         report = train_model(recipe, staging, progress=progress)
         manifest = {"fingerprint": recipe.fingerprint(), "recipe": recipe.to_dict()}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        give_default_permissions(staging)
         os.rename(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

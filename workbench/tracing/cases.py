@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.evaluation.cases import EditCase, parse_cases, read_cases
-from workbench.world import World, export_edit_cases
+from workbench.evaluation.cases import EditCase, load_edit_cases
+from workbench.world import World
 
 
 def facts_from_cases(cases: list[EditCase]) -> list[dict]:
@@ -16,8 +16,4 @@ def facts_from_cases(cases: list[EditCase]) -> list[dict]:
 
 def load_facts(cases_file: str | Path | None, world: World | None) -> list[dict]:
     """Facts from ``cases_file``, else from the world's test split."""
-    if cases_file is not None:
-        return facts_from_cases(read_cases(cases_file))
-    if world is None:
-        raise ValueError("this model has no fact world: pass --cases FILE")
-    return facts_from_cases(parse_cases(export_edit_cases(world, "test"), "the world's test split"))
+    return facts_from_cases(load_edit_cases(cases_file, world))

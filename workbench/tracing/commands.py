@@ -6,8 +6,9 @@ import json
 
 import torch
 
-from workbench.io import write_json
+from workbench.io import refuse_existing, write_json
 from workbench.model.loading import load_model_and_world
+from workbench.plotting import figure_paths
 from workbench.tracing.average import average_trace
 from workbench.tracing.bench import bench_tracing
 from workbench.tracing.cases import load_facts
@@ -22,11 +23,18 @@ def _trace_config(args) -> TraceConfig:
                        kinds=tuple(k.strip() for k in args.kinds.split(",")))
 
 
+def refuse_existing_outputs(args) -> None:
+    """Check ``--out`` and ``--plot`` before any work, so a refusal never comes after a long run."""
+    paths = ([args.out] if args.out else []) + (figure_paths(args.plot) if args.plot else [])
+    refuse_existing(paths, args.force)
+
+
 def cmd_trace(args) -> int:
     if args.action == "average":
         return cmd_trace_average(args)
     if not args.prompt or not args.subject:
         raise ValueError("workbench trace needs --prompt and --subject (or the 'average' action)")
+    refuse_existing_outputs(args)
     bridge, _ = load_model_and_world(args.model)
     result = trace_fact(bridge, args.prompt, args.subject, args.answer, _trace_config(args),
                         torch.Generator().manual_seed(args.seed))
@@ -35,7 +43,7 @@ def cmd_trace(args) -> int:
     if args.out:
         write_json(args.out, payload, args.force)
     if args.plot:
-        plot_trace(result, args.plot)
+        plot_trace(result, args.plot, args.force)
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
@@ -58,6 +66,7 @@ def cmd_trace(args) -> int:
 def cmd_trace_average(args) -> int:
     if not args.out:
         raise ValueError("workbench trace average needs --out FILE")
+    refuse_existing_outputs(args)
     bridge, world = load_model_and_world(args.model)
     average = average_trace(bridge, load_facts(args.cases, world), args.n, _trace_config(args),
                             torch.Generator().manual_seed(args.seed))
@@ -66,7 +75,7 @@ def cmd_trace_average(args) -> int:
         payload["location"] = locate_from_effects(bridge, average.effects["mlp"]).to_dict()
     write_json(args.out, payload, args.force)
     if args.plot:
-        plot_average(average, args.plot)
+        plot_average(average, args.plot, args.force)
     print(f"averaged {average.n_facts} known facts (of {average.n_candidates}) into {args.out}")
     if "location" in payload:
         print(f"locator: layer {payload['location']['layer']}"
@@ -74,33 +83,68 @@ def cmd_trace_average(args) -> int:
     return 0
 
 
-def cmd_locate(args) -> int:
-    from workbench.tracing.trace import TraceConfig, trace_fact
-
-    bridge, world = load_model_and_world(args.model)
+def _location_by_trace(args, bridge, world):
     config = TraceConfig(samples=args.samples, kinds=("mlp",))
     generator = torch.Generator().manual_seed(args.seed)
     if args.prompt or args.subject:
         if not (args.prompt and args.subject):
             raise ValueError("give both --prompt and --subject, or --cases")
-        location = locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config, generator))
-    else:
-        average = average_trace(bridge, load_facts(args.cases, world), args.n, config, generator)
-        location = locate_from_effects(bridge, average.effects["mlp"])
+        return locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config, generator))
+    average = average_trace(bridge, load_facts(args.cases, world), args.n, config, generator)
+    return locate_from_effects(bridge, average.effects["mlp"])
+
+
+def _sweep_layers(text: str | None, n_layers: int) -> list[int]:
+    if not text:
+        return list(range(n_layers))
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers must be comma-separated layer numbers, got {text!r}") from None
+
+
+def _location_by_sweep(args, bridge, world) -> dict:
+    from workbench.editing.editor import Editor
+    from workbench.evaluation.cases import load_edit_cases
+    from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep
+
+    cases = load_edit_cases(args.cases, world)[: args.sweep_cases]
+    editor = Editor(bridge, args.method, args.hparams, world, args.stats_corpus)
+    rows = layer_sweep(bridge, cases, editor, _sweep_layers(args.layers, bridge.cfg.n_layers))
+    if args.plot:
+        plot_layer_sweep(rows, args.plot, f"{args.method.upper()} layer sweep, {len(cases)} cases per layer",
+                         args.force)
+    return {"method": args.method, "best_layer": best_layer(rows), "layers": rows}
+
+
+def cmd_locate(args) -> int:
+    refuse_existing_outputs(args)
+    bridge, world = load_model_and_world(args.model)
+    location = _location_by_trace(args, bridge, world)
     payload = location.to_dict()
+    if args.sweep:
+        payload["sweep"] = _location_by_sweep(args, bridge, world)
+    if args.out:
+        write_json(args.out, payload, args.force)
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
-    print(f"edit site: layer {location.site.layer}, {location.site.module} ({location.site.orientation}), "
+    print(f"by trace: layer {location.site.layer}, {location.site.module} ({location.site.orientation}), "
           f"key at {location.site.key_hook}")
     print(f"MLP effect at the subject's last token: {location.last_subject_effect:.3f}; strongest MLP effect "
           f"{location.strongest_effect:.3f} at the {location.strongest_group}, layer {location.strongest_layer}")
     if location.warning:
         print(f"warning: {location.warning}")
+    if args.sweep:
+        from workbench.evaluation.sweep import sweep_table
+
+        sweep = payload["sweep"]
+        print(f"\nby {sweep['method'].upper()} edit sweep ({sweep['layers'][0]['n_cases']} cases per layer): "
+              f"layer {sweep['best_layer']}\n{sweep_table(sweep['layers'])}")
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench_tracing(args) -> int:
     bridge, world = load_model_and_world(args.model)
     if args.prompt:
         prompt, subject, answer = args.prompt, args.subject, args.answer

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from workbench.tracing.average import AverageTrace  # noqa: E402
-from workbench.tracing.groups import TOKEN_GROUPS  # noqa: E402
-from workbench.tracing.trace import TraceResult  # noqa: E402
+from workbench.plotting import plt, save_figure
+from workbench.tracing.average import AverageTrace
+from workbench.tracing.groups import TOKEN_GROUPS
+from workbench.tracing.trace import TraceResult
 
 TITLES = {"resid": "restoring the residual stream", "mlp": "restoring MLP outputs",
           "attn": "restoring attention outputs"}
 COLOURS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
 
 
-def _save(figure, path: str | Path) -> list[Path]:
-    """Save ``figure`` as PNG and SVG next to each other (``path``'s suffix is replaced)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    for target in written:
-        figure.savefig(target, bbox_inches="tight", dpi=150)
-    plt.close(figure)
-    return written
-
-
-def plot_trace(trace: TraceResult, path: str | Path) -> list[Path]:
+def plot_trace(trace: TraceResult, path: str | Path, overwrite: bool = False) -> list[Path]:
     """Three panels (tokens x layers, colour = answer probability); subject tokens marked with *."""
     kinds = list(trace.grids)
     start, end = trace.subject_span
@@ -45,10 +30,10 @@ def plot_trace(trace: TraceResult, path: str | Path) -> list[Path]:
         figure.colorbar(image, ax=axis)
     figure.suptitle(y=1.02, t=f"p({trace.answer!r}) after '{trace.prompt}'  (clean {trace.clean_prob:.2f}, "
                     f"corrupted {trace.corrupted_prob:.2f})", fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path, overwrite)
 
 
-def plot_average(average: AverageTrace, path: str | Path) -> list[Path]:
+def plot_average(average: AverageTrace, path: str | Path, overwrite: bool = False) -> list[Path]:
     """Three panels of the mean indirect effect, token groups x layers."""
     kinds = list(average.effects)
     figure, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.2), squeeze=False)
@@ -60,4 +45,4 @@ def plot_average(average: AverageTrace, path: str | Path) -> list[Path]:
         figure.colorbar(image, ax=axis)
     figure.suptitle(y=1.08, t=f"{average.n_facts} known facts (clean p {average.mean_clean_prob:.2f}, "
                     f"corrupted p {average.mean_corrupted_prob:.2f})", fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path, overwrite)

@@ -1,0 +1,49 @@
+"""The analysis scripts run end to end on the tiny model and tabulate what they measured."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ANALYSES = Path(__file__).parents[1] / "analyses"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(ANALYSES))
+    try:
+        import hparam_sweep
+        import specimen_sweep
+
+        yield hparam_sweep, specimen_sweep
+    finally:
+        sys.path.remove(str(ANALYSES))
+
+
+def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scripts):
+    hparam_sweep, _ = scripts
+    out = tmp_path / "ft-l"
+    monkeypatch.setattr(sys, "argv", ["hparam_sweep", "--model", "tiny", "--method", "ft-l", "--param",
+                                      "norm_constraint", "--values", "0.0005,none", "--n", "2", "--out", str(out)])
+    hparam_sweep.main()
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [row["value"] for row in result["rows"]] == [0.0005, None] and result["split"] == "train"
+    assert all(row["n_cases"] == 2 for row in result["rows"])
+    # an unbounded fine-tune moves the edited facts at least as often as a tightly bounded one
+    assert result["rows"][1]["efficacy"]["mean"] >= result["rows"][0]["efficacy"]["mean"]
+    assert out.with_suffix(".md").read_text().count("\n") == 4
+    with pytest.raises(FileExistsError):
+        hparam_sweep.main()
+
+
+def test_specimen_measurement_of_the_tiny_model(scripts):
+    _, specimen_sweep = scripts
+    specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2)
+    assert specimen["recall"]["corpus"] >= 0.95 and specimen["n_facts_traced"] == 3
+    effects = specimen["indirect_effects"]
+    assert set(effects) == {"mlp_last_subject", "mlp_last_token", "resid_last_subject", "resid_last_token"}
+    assert all(len(values) == 4 for values in effects.values())
+    assert [row["layer"] for row in specimen["rome_sweep"]] == [0, 1, 2, 3]
+    row = specimen_sweep.table({"tiny": specimen}).splitlines()[2]
+    assert row.startswith("| tiny | ") and f"| {specimen['rome_best_layer']} |" in row

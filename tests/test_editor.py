@@ -1,0 +1,64 @@
+"""The Editor: every method through one entry point; bad input is refused and loses nothing."""
+
+import math
+
+import pytest
+
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
+from workbench.editing.edit import EditRequest
+from workbench.editing.editor import HPARAMS_DIR, METHODS, Editor
+from workbench.editing.hparams import RomeHparams
+from workbench.evaluation.cases import load_edit_cases
+
+
+@pytest.fixture(scope="module")
+def case(tiny_world):
+    return next(c for c in load_edit_cases(None, tiny_world) if c.request.subject.count(" ") == 1)
+
+
+def _editor(model, world, method):
+    hparams = RomeHparams.from_json(HPARAMS_DIR / "rome-tiny.json") if method == "rome" else None
+    return Editor(model, method, hparams, world)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_edits_at_the_layer_asked_for(tiny_bridge, tiny_world, case, method):
+    edit = _editor(tiny_bridge, tiny_world, method)(case.request, layer=1)
+    assert edit.method == method and edit.layers == (1,)
+    assert all(math.isfinite(v) for v in edit.deltas[0].matrix().flatten().tolist()[:100])
+
+
+def poison(resid, hook):  # a numerical blow-up downstream of the edited layer
+    return resid * float("nan")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_failures_are_clear_errors_and_leave_weights_and_hooks_as_they_were(tiny_bridge, tiny_world, case, method):
+    editor = _editor(tiny_bridge, tiny_world, method)
+    snapshot = weights_snapshot(tiny_bridge)
+    with pytest.raises(ValueError, match="layer must be an integer in"):
+        editor(case.request, layer=tiny_bridge.cfg.n_layers)
+    with pytest.raises(ValueError, match="must be 'auto' or a layer number"):
+        editor(case.request, layer="middle")
+    with pytest.raises(FloatingPointError, match="nan"), \
+            tiny_bridge.hooks(fwd_hooks=[(f"blocks.{tiny_bridge.cfg.n_layers - 1}.hook_resid_post", poison)]):
+        editor(case.request, layer=0)
+    assert weights_equal(tiny_bridge, snapshot)
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    (("Karo Velin was born in", "Mira Tosk", "Dusmor"), "does not occur in prompt"),
+    (("Karo Velin was born in", "Karo Velin", "  "), "target_new must be a non-empty string"),
+    (("Karo Velin was born in", "Karo Velin", "Dusmor", "Dusmor"), "equals the current answer"),
+])
+def test_bad_requests_never_reach_the_model(fields, message):
+    with pytest.raises(ValueError, match=message):
+        EditRequest(*fields)
+
+
+def test_unknown_method_and_auto_layer(tiny_bridge, tiny_world, case):
+    with pytest.raises(ValueError, match="unknown editing method 'mend'"):
+        Editor(tiny_bridge, "mend")
+    edit = _editor(tiny_bridge, tiny_world, "ft")(case.request, layer="auto")
+    assert edit.layers == (0,)  # the locator's choice on the tiny model (README: layer 0)

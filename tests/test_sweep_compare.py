@@ -1,0 +1,92 @@
+"""Layer sweep and method comparison on the tiny model: real numbers, tables, charts, no overwrites."""
+
+import json
+
+import pytest
+
+from tests.conftest import installed_hook_count
+from workbench.cli import main
+from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.hparams import FinetuneHparams, RomeHparams
+from workbench.evaluation.cases import load_edit_cases
+from workbench.evaluation.compare import parse_method_specs, write_comparison
+from workbench.evaluation.runner import evaluate
+from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep, sweep_score, sweep_table
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_world):
+    return [c for c in load_edit_cases(None, tiny_world) if c.neighbours][:6]
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_bridge, tiny_world, cases):
+    editor = Editor(tiny_bridge, "rome", RomeHparams.from_json(HPARAMS_DIR / "rome-tiny.json"), tiny_world)
+    return layer_sweep(tiny_bridge, cases, editor, range(tiny_bridge.cfg.n_layers), progress=False)
+
+
+def test_sweep_score_is_the_harmonic_mean_of_efficacy_paraphrase_and_neighbourhood():
+    results = {"efficacy": {"mean": 1.0}, "paraphrase": {"mean": 0.5}, "neighborhood": {"mean": 0.5}}
+    assert sweep_score(results) == pytest.approx(3 / (1 + 2 + 2))
+    assert sweep_score({**results, "paraphrase": {"mean": 0.0}}) == 0.0
+    assert sweep_score({**results, "paraphrase": {"mean": None}}) is None
+
+
+def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, sweep):
+    assert [row["layer"] for row in sweep] == list(range(tiny_bridge.cfg.n_layers))
+    assert all(row["n_cases"] == 6 for row in sweep)
+    assert best_layer(sweep) == 0  # ROME works only at layer 0 of the tiny model (README)
+    assert sweep[0]["efficacy"]["mean"] > max(row["efficacy"]["mean"] for row in sweep[1:])
+    written = plot_layer_sweep(sweep, tmp_path / "sweep.png")
+    assert all(path.stat().st_size > 0 for path in written)
+    assert sweep_table(sweep).count("\n") == len(sweep) + 1
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+def test_rome_at_its_best_layer_beats_ft_l_on_neighbourhood(tiny_bridge, tiny_world, cases, sweep):
+    layer = best_layer(sweep)
+    ft_l = Editor(tiny_bridge, "ft-l", FinetuneHparams.from_json(HPARAMS_DIR / "ft-l-default.json"), tiny_world)
+    results, _ = evaluate(tiny_bridge, cases, lambda case: ft_l(case.request, layer), progress=False,
+                          fluency_tokens=0)
+    rome = next(row for row in sweep if row["layer"] == layer)
+    assert rome["neighborhood"]["mean"] > results["neighborhood"]["mean"]
+
+
+def test_method_specs_are_parsed_and_checked():
+    specs = parse_method_specs("rome,rome@2,ft-l@auto")
+    assert [(s.label, s.method, s.layer) for s in specs] == [("rome", "rome", None), ("rome@2", "rome", "2"),
+                                                             ("ft-l@auto", "ft-l", "auto")]
+    with pytest.raises(ValueError, match="unknown method 'memit'"):
+        parse_method_specs("rome,memit")
+    with pytest.raises(ValueError, match="each method spec once"):
+        parse_method_specs("ft,ft")
+
+
+def test_compare_command_writes_table_chart_and_per_method_results(tmp_path, capsys):
+    args = ["compare", "--model", "tiny", "--methods", "rome@0,ft@1", "--n", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "comparison.json").read_text())
+    assert set(table) == {"rome@0", "ft@1"}
+    assert table["ft@1"]["layer"] == "1" and table["rome@0"]["n_cases"] == 2
+    for label in table:
+        assert (tmp_path / label / "results.json").is_file()
+        assert len((tmp_path / label / "cases.jsonl").read_text().splitlines()) == 2
+        assert "NaN" not in (tmp_path / label / "cases.jsonl").read_text()  # strict JSON
+        assert table[label]["fluency"]["n"] == 2
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert markdown.startswith("| method | layer | efficacy") and "| rome@0 |" in markdown
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    capsys.readouterr()
+    before = (tmp_path / "comparison.md").read_bytes()
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert (tmp_path / "comparison.md").read_bytes() == before
+
+
+def test_write_comparison_checks_every_file_before_writing_any(tmp_path):
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "cases.jsonl").write_text("mine\n")
+    results = {"n_cases": 0}
+    with pytest.raises(FileExistsError, match="cases.jsonl"):
+        write_comparison(tmp_path, {"ft": (results, [])})
+    assert not (tmp_path / "comparison.md").exists()
+    assert (tmp_path / "ft" / "cases.jsonl").read_text() == "mine\n"

@@ -1,0 +1,44 @@
+"""``workbench bench rome``: where the time of a ROME edit goes, on one machine in one run.
+
+Three numbers: computing the key statistics once (no cache), the median time of one edit with
+the statistics already in hand, and the median time to evaluate one edit (every probe of its case
+measured before and after, the edit applied through hooks).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+from workbench.editing.editor import Editor
+from workbench.editing.key_stats import compute_key_second_moment
+from workbench.evaluation.cases import EditCase
+from workbench.evaluation.metrics import measure
+
+
+def bench_rome(model, cases: Sequence[EditCase], editor: Editor) -> dict:
+    """Time ``editor`` (a ROME editor) on ``cases``; see the module docstring."""
+    if editor.method != "rome":
+        raise ValueError(f"bench rome needs a ROME editor, got {editor.method!r}")
+    if not cases:
+        raise ValueError("bench rome needs at least one edit case")
+    hparams = editor.hparams
+    started = time.perf_counter()
+    compute_key_second_moment(model, hparams.layer, editor.texts(), hparams.key_stats_tokens, progress=False)
+    statistics_s = time.perf_counter() - started
+    editor(cases[0].request)  # looks the statistic up once (from the on-disk cache when present)
+    edit_s, eval_s = [], []
+    for case in cases:
+        started = time.perf_counter()
+        edit = editor(case.request)
+        edit_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        measure(model, case)
+        with edit.applied(model):
+            measure(model, case)
+        eval_s.append(time.perf_counter() - started)
+    return {"layer": hparams.layer, "key_stats_tokens": hparams.key_stats_tokens, "n_edits": len(cases),
+            "key_statistics_s": statistics_s, "median_edit_s": statistics.median(edit_s),
+            "median_eval_s": statistics.median(eval_s),
+            "edits_per_statistics": statistics_s / statistics.median(edit_s)}

@@ -1,0 +1,95 @@
+"""One entry point for every editing method: ``Editor(model, "rome")(request, layer=...) -> Edit``.
+
+An ``Editor`` reads its method's hyperparameters once (``hparams/<method>-default.json`` unless a
+file or a dataclass is given) and, for ROME, gathers the key-statistics texts once and looks up
+each layer's key statistic once, however many edits it makes. The layer of an edit is the
+hyperparameters' own, a layer number, or ``"auto"``: the locator's choice from an MLP trace of
+the request prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from torch import Tensor
+
+from workbench.editing.edit import Edit, EditRequest
+from workbench.editing.finetune import compute_finetune_edit
+from workbench.editing.hparams import FinetuneHparams, RomeHparams
+from workbench.editing.key_stats import key_second_moment
+from workbench.editing.rome import compute_rome_edit
+from workbench.model.architecture import mlp_output_site
+from workbench.tracing.locator import locate_from_trace
+from workbench.tracing.trace import TraceConfig, trace_fact
+from workbench.world import CorpusConfig, World, corpus_rounds
+
+HPARAMS_DIR = Path(__file__).resolve().parents[2] / "hparams"
+
+METHODS = {
+    "rome": (RomeHparams, compute_rome_edit, "rome-default.json"),
+    "ft": (FinetuneHparams, compute_finetune_edit, "ft-default.json"),
+    "ft-l": (FinetuneHparams, compute_finetune_edit, "ft-l-default.json"),
+}
+
+
+def statistics_texts(world: World | None, corpus_file: str | Path | None = None) -> list[str]:
+    """Texts for key statistics: a text file (one document per line), else the world's corpus."""
+    if corpus_file:
+        path = Path(corpus_file)
+        if not path.is_file():
+            raise ValueError(f"corpus file {path} does not exist")
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    if world is None:
+        raise ValueError("this model has no fact world: give a statistics corpus (one text per line)")
+    return next(corpus_rounds(world, CorpusConfig(), set()))
+
+
+def chosen_layer(layer: str | int, model, request: EditRequest) -> int:
+    """``"auto"`` (the locator's choice from an MLP trace of the request prompt) or a layer number."""
+    if layer == "auto":
+        trace = trace_fact(model, request.prompt, request.subject, config=TraceConfig(kinds=("mlp",)))
+        return locate_from_trace(model, trace).site.layer
+    try:
+        return int(layer)
+    except ValueError:
+        raise ValueError(f"the layer must be 'auto' or a layer number, got {layer!r}") from None
+
+
+class Editor:
+    """Computes edits of ``model`` with ``method`` (a key of ``METHODS``).
+
+    ``hparams``: a JSON file or a hyperparameter dataclass (default: the method's file in
+    ``hparams/``). Key statistics for ROME come from ``stats_corpus`` (a text file, one text per
+    line) or else the model's fact ``world``.
+    """
+
+    def __init__(self, model, method: str = "rome", hparams=None, world: World | None = None,
+                 stats_corpus: str | Path | None = None):
+        if method not in METHODS:
+            raise ValueError(f"unknown editing method {method!r}; choose from {sorted(METHODS)}")
+        hparams_class, self._compute, default_file = METHODS[method]
+        if hparams is None or isinstance(hparams, (str, Path)):
+            hparams = hparams_class.from_json(hparams or HPARAMS_DIR / default_file)
+        self.model, self.method, self.hparams = model, method, hparams
+        self._world, self._stats_corpus = world, stats_corpus
+        self._texts: list[str] | None = None
+        self._moments: dict[int, Tensor] = {}
+
+    def texts(self) -> list[str]:
+        """The key-statistics texts (read once)."""
+        if self._texts is None:
+            self._texts = statistics_texts(self._world, self._stats_corpus)
+        return self._texts
+
+    def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
+        hparams = self.hparams
+        if layer is not None:
+            hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, self.model, request))
+        mlp_output_site(self.model, hparams.layer)  # refuses a layer out of range before any work
+        if self.method != "rome":
+            return self._compute(self.model, request, hparams)
+        if hparams.layer not in self._moments:
+            self._moments[hparams.layer] = key_second_moment(self.model, hparams.layer, self.texts(),
+                                                             hparams.key_stats_tokens)
+        return self._compute(self.model, request, hparams, self.texts(), moment=self._moments[hparams.layer])

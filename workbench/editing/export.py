@@ -1,0 +1,66 @@
+"""Export an edited model as a new Hugging Face directory; the base model is never written.
+
+The base model is loaded afresh from its own directory, every edit's deltas are added to its MLP
+output weights, and the result is saved (with the tokenizer, the fact world of a workbench-trained
+model, and ``edits.json`` describing the edits) into a temporary sibling of the target that is
+renamed into place only when complete. The target must not exist. The shared, possibly hooked,
+model in memory is not touched at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workbench.editing.edit import Edit, add_to_weight
+from workbench.io import give_default_permissions
+from workbench.model.training import WORLD_FILE
+
+EDITS_FILE = "edits.json"
+
+
+def describe_edits(edits: Sequence[Edit]) -> list[dict]:
+    """What ``edits.json`` records of each edit: method, request, layers and hyperparameters."""
+    return [{"method": edit.method, "request": dataclasses.asdict(edit.request), "layers": list(edit.layers),
+             "hparams": edit.hparams} for edit in edits]
+
+
+def check_export_target(out_dir: str | Path) -> None:
+    """Refuse an existing ``out_dir`` (call it before expensive work too, to fail early)."""
+    if Path(out_dir).exists():
+        raise FileExistsError(f"{out_dir} already exists; export writes a new directory only")
+
+
+def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: str | Path) -> Path:
+    """Write the model of ``base_dir`` with ``edits`` committed to the new directory ``out_dir``."""
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not (base_dir / "config.json").is_file():
+        raise ValueError(f"export needs the base model's local directory; {base_dir} has no config.json")
+    check_export_target(out_dir)
+    if not edits:
+        raise ValueError("there are no edits to export")
+    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    for edit in edits:
+        for delta in edit.deltas:
+            add_to_weight(model.get_submodule(delta.site.module).weight, delta)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(base_dir, local_files_only=True).save_pretrained(staging)
+        if (base_dir / WORLD_FILE).is_file():
+            shutil.copyfile(base_dir / WORLD_FILE, staging / WORLD_FILE)
+        manifest = {"base_model": str(base_dir.resolve()), "edits": describe_edits(edits)}
+        (staging / EDITS_FILE).write_text(json.dumps(manifest, indent=1))
+        give_default_permissions(staging)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,114 @@
+"""Several editing methods over the same cases: one table (Markdown, JSON) and one bar chart.
+
+A method is named by a spec ``method[@layer]``: ``rome`` (the layer of its hyperparameter file),
+``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case). Every method sees the same
+cases in the same order; each case is measured before, edited through hooks, measured after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from workbench.editing.editor import METHODS, Editor
+from workbench.evaluation.cases import EditCase
+from workbench.evaluation.metrics import measure
+from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
+from workbench.io import refuse_existing, write_json, write_text_atomic
+from workbench.plotting import plt, save_figure
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """``method`` at ``layer`` (None: its hyperparameter file's), shown as ``label``."""
+
+    label: str
+    method: str
+    layer: str | None
+
+
+def parse_method_specs(text: str) -> list[MethodSpec]:
+    """``"rome,rome@3,ft-l"`` -> specs; unknown methods and repeated labels are clear errors."""
+    specs = []
+    for label in (part.strip() for part in text.split(",")):
+        method, _, layer = label.partition("@")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r} in {text!r}; choose from {sorted(METHODS)}, "
+                             "optionally with @LAYER or @auto")
+        specs.append(MethodSpec(label, method, layer or None))
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels) or not labels:
+        raise ValueError(f"--methods must name each method spec once, got {text!r}")
+    return specs
+
+
+def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], world=None,
+                    stats_corpus: str | None = None, progress: bool = True) -> dict[str, tuple[dict, list[dict]]]:
+    """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
+    once without an edit, then once per method with its edit applied)."""
+    befores = [measure(model, case) for case in tqdm(cases, desc="measuring before editing", disable=not progress)]
+    editors: dict[str, Editor] = {}
+    compared = {}
+    for spec in specs:
+        editor = editors.setdefault(spec.method, Editor(model, spec.method, world=world, stats_corpus=stats_corpus))
+        results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e(case.request, s.layer),
+                                    progress=progress, description=spec.label, befores=befores)
+        results["method"], results["layer"] = spec.method, spec.layer or editor.hparams.layer
+        compared[spec.label] = (results, records)
+    return compared
+
+
+def comparison_table(compared: dict[str, dict]) -> str:
+    """Markdown: one row per method, mean ± 95% interval per headline metric, reverse and
+    portability with their value before the edit, fluency after (before), the median edit time."""
+    header = ["method", "layer", *(name.replace("_", " ") for name in HEADLINE_METRICS), "fluency", "median edit"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, results in compared.items():
+        cells = [label, str(results["layer"])]
+        for name in HEADLINE_METRICS:
+            cell = format_metric(results[name])
+            if f"{name}_before" in results and results[f"{name}_before"]["mean"] is not None:
+                cell += f" (before {results[f'{name}_before']['mean']:.3f}, n={results[name]['n']})"
+            cells.append(cell)
+        fluency, fluency_before = results["fluency"]["mean"], results["fluency_before"]["mean"]
+        cells.append("n/a" if fluency is None else f"{fluency:.2f} (before {fluency_before:.2f})")
+        cells.append(f"{results['median_edit_seconds']:.2f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(compared: dict[str, dict], path: str | Path, overwrite: bool = False) -> list[Path]:
+    """Grouped bars: each headline metric's mean per method, with 95% intervals (PNG and SVG)."""
+    figure, axis = plt.subplots(figsize=(1.4 * len(HEADLINE_METRICS) + 1, 3.4))
+    width = 0.8 / len(compared)
+    for index, (label, results) in enumerate(compared.items()):
+        means = [results[name]["mean"] for name in HEADLINE_METRICS]
+        errors = [results[name]["ci95"] or 0.0 for name in HEADLINE_METRICS]
+        positions = [i + (index - (len(compared) - 1) / 2) * width for i in range(len(HEADLINE_METRICS))]
+        axis.bar(positions, [0.0 if m is None else m for m in means], width, yerr=errors, capsize=2, label=label)
+    axis.set_xticks(range(len(HEADLINE_METRICS)), [name.replace("_", "\n") for name in HEADLINE_METRICS])
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("mean over cases")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    n_cases = next(iter(compared.values()))["n_cases"]
+    axis.set_title(f"{n_cases} edit cases, each method through hooks", fontsize=9)
+    return save_figure(figure, path, overwrite)
+
+
+def write_comparison(out_dir: str | Path, compared: dict[str, tuple[dict, list[dict]]],
+                     overwrite: bool = False) -> None:
+    """``comparison.{md,json,png,svg}`` and, per method, ``<label>/results.json`` and ``cases.jsonl``;
+    nothing is written when any of them exists, unless ``overwrite``."""
+    out_dir = Path(out_dir)
+    names = ["comparison.md", "comparison.json", "comparison.png", "comparison.svg"]
+    names += [f"{label}/{name}" for label in compared for name in ("results.json", "cases.jsonl")]
+    refuse_existing([out_dir / name for name in names], overwrite)
+    for label, (results, records) in compared.items():
+        write_results(out_dir / label, results, records, overwrite=overwrite)
+    table = {label: pair[0] for label, pair in compared.items()}
+    write_text_atomic(out_dir / "comparison.md", comparison_table(table) + "\n", overwrite=overwrite)
+    plot_comparison(table, out_dir / "comparison.png", overwrite)
+    write_json(out_dir / "comparison.json", table, overwrite=overwrite)

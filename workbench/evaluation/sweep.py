@@ -1,0 +1,81 @@
+"""Layer sweep: the same edits made at every layer and evaluated (the ROME paper's layer-sweep figure).
+
+Each layer's row has the aggregates of ``SWEEP_METRICS`` (mean, 95% interval, count) and a
+``score``: the harmonic mean of efficacy, paraphrase and neighbourhood, the three numbers an edit
+at that layer must get right together (as CounterFact's S combines ES, PS and NS). The best layer
+is the one with the highest score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench.editing.editor import Editor
+from workbench.evaluation.cases import EditCase
+from workbench.evaluation.runner import evaluate, format_metric
+from workbench.plotting import plt, save_figure
+
+SWEEP_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
+SCORED_METRICS = ("efficacy", "paraphrase", "neighborhood")
+
+
+def sweep_score(results: dict) -> float | None:
+    """Harmonic mean of the means of ``SCORED_METRICS`` (None when one is missing; 0 when one is 0)."""
+    means = [results[name]["mean"] for name in SCORED_METRICS]
+    if any(mean is None for mean in means):
+        return None
+    return 0.0 if min(means) == 0 else len(means) / sum(1 / mean for mean in means)
+
+
+def layer_sweep(model, cases: Sequence[EditCase], editor: Editor, layers: Sequence[int],
+                progress: bool = True) -> list[dict]:
+    """One row per layer: every case edited at that layer by ``editor`` and evaluated through hooks."""
+    rows = []
+    for layer in layers:
+        results, _ = evaluate(model, cases, lambda case, layer=layer: editor(case.request, layer), progress=progress,
+                              description=f"{editor.method} at layer {layer}", fluency_tokens=0)
+        rows.append({"layer": layer, "n_cases": results["n_cases"],
+                     "median_edit_seconds": results["median_edit_seconds"],
+                     **{name: results[name] for name in SWEEP_METRICS}, "score": sweep_score(results)})
+    return rows
+
+
+def best_layer(rows: Sequence[dict]) -> int:
+    """The layer whose row has the highest ``score``."""
+    scored = [row for row in rows if row["score"] is not None]
+    if not scored:
+        raise ValueError("no layer of the sweep has efficacy, paraphrase and neighbourhood measured")
+    return max(scored, key=lambda row: row["score"])["layer"]
+
+
+def plot_layer_sweep(rows: Sequence[dict], path: str | Path, title: str = "",
+                     overwrite: bool = False) -> list[Path]:
+    """Each metric's mean per layer with its 95% interval; the best layer marked (PNG and SVG)."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.4))
+    layers = [row["layer"] for row in rows]
+    for name in SWEEP_METRICS:
+        means = [row[name]["mean"] for row in rows]
+        errors = [row[name]["ci95"] or 0.0 for row in rows]
+        if any(mean is not None for mean in means):
+            axis.errorbar(layers, [float("nan") if m is None else m for m in means], yerr=errors, marker="o",
+                          capsize=3, label=name.replace("_", " "))
+    axis.axvline(best_layer(rows), color="grey", linestyle=":", label="best layer")
+    axis.set_xlabel("edited layer")
+    axis.set_ylabel("share of prompts")
+    axis.set_ylim(-0.03, 1.03)
+    axis.set_xticks(layers)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title(title or f"layer sweep, {rows[0]['n_cases']} cases per layer", fontsize=9)
+    return save_figure(figure, path, overwrite)
+
+
+def sweep_table(rows: Sequence[dict], key: str = "layer", metrics: Sequence[str] = SWEEP_METRICS) -> str:
+    """A Markdown table of sweep rows, one per value of ``key`` (mean ± 95% interval per metric)."""
+    header = f"| {key} | " + " | ".join(name.replace("_", " ") for name in metrics) + " | score | median edit |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    for row in rows:
+        cells = " | ".join(format_metric(row[name]) for name in metrics)
+        score = "n/a" if row["score"] is None else f"{row['score']:.3f}"
+        lines.append(f"| {row[key]} | {cells} | {score} | {row['median_edit_seconds']:.2f} s |")
+    return "\n".join(lines)
