@@ -38,3 +38,17 @@ def weights_snapshot(bridge) -> dict:
 def weights_equal(bridge, snapshot: dict) -> bool:
     """Whether every parameter is bit for bit what ``snapshot`` recorded."""
     return all(torch.equal(p, snapshot[name]) for name, p in bridge.original_model.named_parameters())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_bridge):
+    """A randomly initialised 2-layer Llama (``nn.Linear`` weights, gated MLP) with the tiny tokenizer."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, vocab_size=len(tiny_bridge.tokenizer))
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("llama")
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tiny_bridge.tokenizer.save_pretrained(directory)
+    return load_model(directory)

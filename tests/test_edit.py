@@ -87,23 +87,13 @@ def test_bad_requests_give_clear_errors(fields, message):
 
 
 @torch.no_grad()
-def test_hooks_and_commit_agree_for_a_linear_layout(tmp_path, tiny_bridge):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from workbench.model.loading import load_model
-
-    config = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, max_position_embeddings=64, vocab_size=len(tiny_bridge.tokenizer))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    tiny_bridge.tokenizer.save_pretrained(tmp_path)
-    llama = load_model(tmp_path)
-    edit = _random_edit(llama, 1)
+def test_hooks_and_commit_agree_for_a_linear_layout(tiny_llama):
+    edit = _random_edit(tiny_llama, 1)
     assert edit.deltas[0].site.orientation == "d_model d_mlp"
-    with edit.applied(llama):
-        hooked = llama(TOKENS)
-    handle = commit(llama, [edit])
-    committed = llama(TOKENS)
+    with edit.applied(tiny_llama):
+        hooked = tiny_llama(TOKENS)
+    handle = commit(tiny_llama, [edit])
+    committed = tiny_llama(TOKENS)
     handle.revert()
     torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
-    assert (hooked - llama(TOKENS)).abs().max() > 1e-4
+    assert (hooked - tiny_llama(TOKENS)).abs().max() > 1e-4

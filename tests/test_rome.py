@@ -1,5 +1,6 @@
 """ROME: the closed-form constraint, rank one, a model left untouched, and edits that take."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,3 +84,23 @@ def test_bad_hyperparameters_and_layers_are_refused(tmp_path, tiny_bridge, texts
         RomeHparams.from_json(path)
     with pytest.raises(ValueError, match="layer must be an integer"):
         compute_rome_edit(tiny_bridge, _request(cases[0]), RomeHparams(layer=99), texts)
+
+
+def test_rome_on_a_linear_layout_meets_its_constraint_and_writes_nothing(tiny_llama, texts):
+    """Llama keeps its MLP output weight as nn.Linear ([d_model, d_mlp]); the edit is the same."""
+    request = EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor")
+    hparams = RomeHparams(layer=0, v_steps=5, n_prefixes=2, key_stats_tokens=600)  # layer 1 is the last
+    before = weights_snapshot(tiny_llama)
+    edit = compute_rome_edit(tiny_llama, request, hparams, texts)
+    assert weights_equal(tiny_llama, before) and installed_hook_count(tiny_llama) == 0
+    (delta,) = edit.deltas
+    assert delta.site.orientation == "d_model d_mlp"
+    assert torch.linalg.matrix_rank(delta.matrix()).item() == 1
+    position = subject_token_span(tiny_llama.tokenizer, request.prompt, request.subject)[1] - 1
+    _, cache = tiny_llama.run_with_cache(request.prompt, names_filter=[delta.site.key_hook, delta.site.output_hook])
+    key, output = cache[delta.site.key_hook][0, position], cache[delta.site.output_hook][0, position]
+    torch.testing.assert_close(output + delta.output_change(key), torch.tensor(edit.timings["target_value"]),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="does not reach the prediction of the target"):
+        compute_rome_edit(tiny_llama, request, dataclasses.replace(hparams, layer=1), texts)
+    assert weights_equal(tiny_llama, before) and installed_hook_count(tiny_llama) == 0

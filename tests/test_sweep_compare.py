@@ -34,12 +34,15 @@ def test_sweep_score_is_the_harmonic_mean_of_efficacy_paraphrase_and_neighbourho
 
 def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, sweep):
     assert [row["layer"] for row in sweep] == list(range(tiny_bridge.cfg.n_layers))
-    assert all(row["n_cases"] == 6 for row in sweep)
+    *measured, last = sweep
+    assert all(row["n_cases"] == 6 for row in measured)
+    # nothing after the last layer reads the subject's last token, so ROME refuses that layer
+    assert "does not reach the prediction" in last["refused"] and last["score"] is None
     assert best_layer(sweep) == 0  # ROME works only at layer 0 of the tiny model (README)
-    assert sweep[0]["efficacy"]["mean"] > max(row["efficacy"]["mean"] for row in sweep[1:])
+    assert sweep[0]["efficacy"]["mean"] > max(row["efficacy"]["mean"] for row in measured[1:])
     written = plot_layer_sweep(sweep, tmp_path / "sweep.png")
     assert all(path.stat().st_size > 0 for path in written)
-    assert sweep_table(sweep).count("\n") == len(sweep) + 1
+    assert sweep_table(sweep).count("\n") == len(sweep) + 1 and "| refused |" in sweep_table(sweep)
     assert installed_hook_count(tiny_bridge) == 0
 
 

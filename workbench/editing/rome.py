@@ -102,6 +102,9 @@ def optimise_value(model, request: EditRequest, hparams: RomeHparams, prefixes: 
             break
         optimizer.zero_grad()
         loss.backward()
+        if step == 0 and (delta.grad is None or not delta.grad.any()):
+            raise ValueError(f"the MLP output at the subject's last token in layer {hparams.layer} does not reach "
+                             "the prediction of the target (no later layer reads it): choose an earlier layer")
         optimizer.step()
         with torch.no_grad():
             if delta.norm() > max_norm:

@@ -30,11 +30,19 @@ def sweep_score(results: dict) -> float | None:
 
 def layer_sweep(model, cases: Sequence[EditCase], editor: Editor, layers: Sequence[int],
                 progress: bool = True) -> list[dict]:
-    """One row per layer: every case edited at that layer by ``editor`` and evaluated through hooks."""
+    """One row per layer: every case edited at that layer by ``editor`` and evaluated through hooks.
+    A layer the method refuses (a ``ValueError``, such as ROME's at a layer whose output cannot reach
+    the prediction) gets a row with its ``refused`` reason and no metrics."""
     rows = []
     for layer in layers:
-        results, _ = evaluate(model, cases, lambda case, layer=layer: editor(case.request, layer), progress=progress,
-                              description=f"{editor.method} at layer {layer}", fluency_tokens=0)
+        try:
+            results, _ = evaluate(model, cases, lambda case, layer=layer: editor(case.request, layer),
+                                  progress=progress, description=f"{editor.method} at layer {layer}", fluency_tokens=0)
+        except ValueError as error:
+            empty = {"mean": None, "ci95": None, "n": 0}
+            rows.append({"layer": layer, "n_cases": 0, "median_edit_seconds": None, "refused": str(error),
+                         **{name: empty for name in SWEEP_METRICS}, "score": None})
+            continue
         rows.append({"layer": layer, "n_cases": results["n_cases"],
                      "median_edit_seconds": results["median_edit_seconds"],
                      **{name: results[name] for name in SWEEP_METRICS}, "score": sweep_score(results)})
@@ -66,7 +74,8 @@ def plot_layer_sweep(rows: Sequence[dict], path: str | Path, title: str = "",
     axis.set_ylim(-0.03, 1.03)
     axis.set_xticks(layers)
     axis.legend(fontsize=7, loc="best")
-    axis.set_title(title or f"layer sweep, {rows[0]['n_cases']} cases per layer", fontsize=9)
+    n_cases = max(row["n_cases"] for row in rows)
+    axis.set_title(title or f"layer sweep, {n_cases} cases per layer", fontsize=9)
     return save_figure(figure, path, overwrite)
 
 
@@ -77,5 +86,6 @@ def sweep_table(rows: Sequence[dict], key: str = "layer", metrics: Sequence[str]
     for row in rows:
         cells = " | ".join(format_metric(row[name]) for name in metrics)
         score = "n/a" if row["score"] is None else f"{row['score']:.3f}"
-        lines.append(f"| {row[key]} | {cells} | {score} | {row['median_edit_seconds']:.2f} s |")
+        seconds = "refused" if row.get("refused") else f"{row['median_edit_seconds']:.2f} s"
+        lines.append(f"| {row[key]} | {cells} | {score} | {seconds} |")
     return "\n".join(lines)

@@ -114,7 +114,7 @@ def _location_by_sweep(args, bridge, world) -> dict:
     if args.plot:
         plot_layer_sweep(rows, args.plot, f"{args.method.upper()} layer sweep, {len(cases)} cases per layer",
                          args.force)
-    return {"method": args.method, "best_layer": best_layer(rows), "layers": rows}
+    return {"method": args.method, "n_cases": len(cases), "best_layer": best_layer(rows), "layers": rows}
 
 
 def cmd_locate(args) -> int:
@@ -139,7 +139,7 @@ def cmd_locate(args) -> int:
         from workbench.evaluation.sweep import sweep_table
 
         sweep = payload["sweep"]
-        print(f"\nby {sweep['method'].upper()} edit sweep ({sweep['layers'][0]['n_cases']} cases per layer): "
+        print(f"\nby {sweep['method'].upper()} edit sweep ({sweep['n_cases']} cases per layer): "
               f"layer {sweep['best_layer']}\n{sweep_table(sweep['layers'])}")
     return 0
 
