@@ -9,7 +9,8 @@ Each variant (recipe overrides of the base preset, as in ``recipe_sweep.py``) is
 - recall on corpus and held-out phrasings (from its training report, else measured);
 - the averaged causal trace over ``--facts`` known facts of the test split, single-layer
   restorations (window 1): MLP and residual indirect effect per layer at the subject's last
-  token and at the last token;
+  token and at the last token, and the residual stream restored at every subject token at once
+  (where the subject's assembled identity lives);
 - a ROME layer sweep (``hparams/rome-default.json`` at every layer) on ``--edits`` test cases:
   efficacy, paraphrase, neighbourhood, same-subject retention and their score per layer.
 
@@ -32,10 +33,10 @@ from workbench.evaluation.sweep import best_layer, layer_sweep
 from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.model.loading import load_model_and_world, resolve_model
 from workbench.model.recall import fact_recall
-from workbench.tracing.average import average_trace
+from workbench.tracing.average import average_trace, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
-from workbench.tracing.trace import TraceConfig
+from workbench.tracing.trace import TraceConfig, whole_subject_restorations
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
 
@@ -46,6 +47,18 @@ def _recall(model_dir: Path, model, world) -> dict:
         report = json.loads(report_path.read_text())
         return {which: report[f"recall_{which}"]["recall"] for which in ("corpus", "heldout")}
     return {which: fact_recall(model, model.tokenizer, world, which)["recall"] for which in ("corpus", "heldout")}
+
+
+def whole_subject_effects(model, facts: list[dict], n_facts: int) -> list[float]:
+    """Mean indirect effect per layer of restoring the residual stream at every subject token at
+    once, over the first ``n_facts`` known facts (the same facts ``average_trace`` picks)."""
+    generator = torch.Generator().manual_seed(0)
+    effects = []
+    for fact in known_facts(model, facts)[:n_facts]:
+        _, corrupted, restored = whole_subject_restorations(model, fact["prompt"], fact["subject"], fact["answer"],
+                                                            TraceConfig(), generator)
+        effects.append(restored - corrupted)
+    return [round(float(x), 4) for x in np.mean(effects, axis=0)]
 
 
 def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "cpu") -> dict:
@@ -63,6 +76,7 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "
 
     effects = {f"{kind}_{where}": per_layer(kind, group) for kind in ("mlp", "resid")
                for where, group in (("last_subject", LAST_SUBJECT), ("last_token", LAST_TOKEN))}
+    effects["resid_whole_subject"] = whole_subject_effects(model, facts_from_cases(cases), n_facts)
     sweep = layer_sweep(model, cases[:n_edits], Editor(model, "rome", world=world), range(model.cfg.n_layers))
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": average.n_facts,
             "mean_clean_prob": average.mean_clean_prob, "mean_corrupted_prob": average.mean_corrupted_prob,
@@ -79,15 +93,17 @@ def table(specimens: dict[str, dict]) -> str:
     """One row per model: recall, peak MLP effects, and ROME efficacy/paraphrase/neighbourhood at
     the best layer of its sweep."""
     lines = ["| model | recall corpus | recall held-out | peak MLP effect, last subject token | peak MLP effect, "
-             "last token | ROME best layer | efficacy | paraphrase | neighbourhood | same subject |",
-             "|" + "---|" * 10]
+             "last token | peak residual effect, whole subject | ROME best layer | efficacy | paraphrase | "
+             "neighbourhood | same subject |",
+             "|" + "---|" * 11]
     for name, s in specimens.items():
         best = next(row for row in s["rome_sweep"] if row["layer"] == s["rome_best_layer"])
         metrics = " | ".join(f"{best[m]['mean']:.3f}" for m in ("efficacy", "paraphrase", "neighborhood",
                                                                  "same_subject"))
         lines.append(f"| {name} | {s['recall']['corpus']:.3f} | {s['recall']['heldout']:.3f} | "
                      f"{_peak(s['indirect_effects']['mlp_last_subject'])} | "
-                     f"{_peak(s['indirect_effects']['mlp_last_token'])} | {s['rome_best_layer']} | {metrics} |")
+                     f"{_peak(s['indirect_effects']['mlp_last_token'])} | "
+                     f"{_peak(s['indirect_effects']['resid_whole_subject'])} | {s['rome_best_layer']} | {metrics} |")
     return "\n".join(lines) + "\n"
 
 

@@ -42,7 +42,8 @@ def test_specimen_measurement_of_the_tiny_model(scripts):
     specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2)
     assert specimen["recall"]["corpus"] >= 0.95 and specimen["n_facts_traced"] == 3
     effects = specimen["indirect_effects"]
-    assert set(effects) == {"mlp_last_subject", "mlp_last_token", "resid_last_subject", "resid_last_token"}
+    assert set(effects) == {"mlp_last_subject", "mlp_last_token", "resid_last_subject", "resid_last_token",
+                            "resid_whole_subject"}
     assert all(len(values) == 4 for values in effects.values())
     assert [row["layer"] for row in specimen["rome_sweep"]] == [0, 1, 2, 3]
     row = specimen_sweep.table({"tiny": specimen}).splitlines()[2]

@@ -12,7 +12,14 @@ from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import TOKEN_GROUPS, grouped, token_groups
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
 from workbench.tracing.plots import plot_average, plot_trace
-from workbench.tracing.trace import KIND_HOOKS, TraceConfig, embedding_noise, layer_window, trace_fact
+from workbench.tracing.trace import (
+    KIND_HOOKS,
+    TraceConfig,
+    embedding_noise,
+    layer_window,
+    trace_fact,
+    whole_subject_restorations,
+)
 from workbench.world import export_edit_cases
 
 CONFIG = TraceConfig(samples=2, window=2, row_budget=37)
@@ -67,6 +74,37 @@ def reference_grid(model, prompt, subject, answer, kind, config, seed):
 def test_batched_grid_equals_per_cell_loop(tiny_bridge, fact, traced, kind):
     expected = reference_grid(tiny_bridge, *fact, kind, CONFIG, seed=3)
     np.testing.assert_allclose(traced.grids[kind], expected, atol=1e-5)
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+@torch.no_grad()
+def test_whole_subject_restorations_equal_a_per_sample_loop(tiny_bridge, fact, traced):
+    prompt, subject, answer = fact
+    clean, corrupted, restored = whole_subject_restorations(tiny_bridge, prompt, subject, answer, CONFIG,
+                                                            torch.Generator().manual_seed(3))
+    assert clean == pytest.approx(traced.clean_prob) and corrupted == pytest.approx(traced.corrupted_prob)
+    tokens = torch.tensor([encode_prompt(tiny_bridge.tokenizer, prompt)])
+    start, end = subject_token_span(tiny_bridge.tokenizer, prompt, subject)
+    noise, _ = embedding_noise(tiny_bridge, CONFIG.samples, end - start, CONFIG.noise_scale,
+                               torch.Generator().manual_seed(3))
+    answer_token = encode_target(tiny_bridge.tokenizer, answer)[0]
+    _, cache = tiny_bridge.run_with_cache(tokens)
+    for layer in range(tiny_bridge.cfg.n_layers):
+        name = KIND_HOOKS["resid"].format(layer=layer)
+        total = 0.0
+        for sample in range(CONFIG.samples):
+            def corrupt(embed, hook, sample=sample):
+                embed[:, start:end] += noise[sample]
+                return embed
+
+            def restore(act, hook, name=name):
+                act[:, start:end] = cache[name][:, start:end]
+                return act
+            logits = tiny_bridge.run_with_hooks(tokens, fwd_hooks=[("hook_embed", corrupt), (name, restore)])
+            total += logits[0, -1].softmax(-1)[answer_token].item()
+        assert restored[layer] == pytest.approx(total / CONFIG.samples, abs=1e-5)
+    # after the last layer, subject positions no longer reach the prediction at the last token
+    assert restored[-1] == pytest.approx(corrupted, abs=1e-6)
     assert installed_hook_count(tiny_bridge) == 0
 
 

@@ -1,11 +1,12 @@
 import itertools
+import random
 from collections import Counter
 
 import pytest
 
 from workbench.world import RELATIONS, CorpusConfig, WorldConfig, build_world, corpus_rounds, relation
 from workbench.world.cases import edit_triples
-from workbench.world.corpus import NEW_FACT_PREFIX
+from workbench.world.corpus import NEW_FACT_PREFIX, subject_paragraph
 from workbench.world.facts import SUBJECT_KINDS, statement
 
 
@@ -108,3 +109,20 @@ def test_bad_world_configs_are_refused():
         WorldConfig(test_fraction=1.5)
     with pytest.raises(ValueError, match="unknown relation"):
         relation("favourite_colour")
+
+
+def test_anaphora_replace_later_mentions_and_leave_the_default_corpus_alone(world):
+    from workbench.model.presets import preset
+
+    plain = next(corpus_rounds(world, CorpusConfig(), set()))
+    assert not any("this person" in document.lower() for document in plain)
+    assert plain == next(corpus_rounds(world, CorpusConfig(anaphora_fraction=0.0), set()))
+    subject = world.subjects("person")[0].name
+    sentences = subject_paragraph(random.Random(0), world, subject, anaphora_fraction=1.0).split(". ")
+    assert len(sentences) == len(world.facts_about(subject))
+    assert subject in sentences[0] and all(subject not in s and "his person" in s for s in sentences[1:])
+    # the field enters the recipe's fingerprint only when set, so existing model caches stay valid
+    assert "anaphora_fraction" not in preset("default").to_dict()["corpus"]
+    varied = preset("default").with_overrides("anaphora", {"corpus": {"anaphora_fraction": 0.5}})
+    assert varied.to_dict()["corpus"]["anaphora_fraction"] == 0.5
+    assert varied.fingerprint() != preset("default").fingerprint()

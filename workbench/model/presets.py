@@ -40,6 +40,11 @@ class TrainingConfig:
     edit_case_seed: int = 0
 
 
+# Fields added after recipe version 1 that leave the trained model unchanged at their default:
+# they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.
+ADDED_LATER = (("corpus", "anaphora_fraction", 0.0),)
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -57,7 +62,12 @@ class Recipe:
         return replace(self, name=name, **parts)
 
     def to_dict(self) -> dict:
-        return {"recipe_version": RECIPE_VERSION, **asdict(self)}
+        """Every field, except those of ``ADDED_LATER`` that are at their defaults (see there)."""
+        data = {"recipe_version": RECIPE_VERSION, **asdict(self)}
+        for section, field_name, default in ADDED_LATER:
+            if data[section][field_name] == default:
+                del data[section][field_name]
+        return data
 
     def fingerprint(self) -> str:
         """A hash of everything that determines the trained model (the cache key)."""

@@ -111,9 +111,9 @@ def restored_probabilities(model, tokens: Int[Tensor, " pos"], span: tuple[int, 
                            clean: dict[str, Tensor], row_budget: int) -> Float[Tensor, "restore sample"]:
     """The answer probability of every (restore, noise sample) row, in batches of ``row_budget``.
 
-    A restore is ``(kind, layers, position)``: copy the clean activation of that kind at
-    ``position`` into every layer listed. ``clean[hook name]`` holds clean activations ``[pos, d]``.
-    An empty ``layers`` list gives the plain corrupted run.
+    A restore is ``(kind, layers, positions)``: copy the clean activations of that kind at every
+    one of ``positions`` into every layer listed. ``clean[hook name]`` holds clean activations
+    ``[pos, d]``. An empty ``layers`` list gives the plain corrupted run.
     """
     n_samples = noise.shape[0]
     device = tokens.device
@@ -141,11 +141,11 @@ def corruption_hook(batch_noise: Float[Tensor, "rows span d_model"], span: tuple
 def _restore_hooks(chunk_restores, clean: dict[str, Tensor], device) -> list:
     """One hook per hook point that some row restores; each writes the clean values into its rows."""
     targets: dict[str, tuple[list[int], list[int]]] = {}
-    for row, (kind, layers, position) in enumerate(chunk_restores):
+    for row, (kind, layers, restored_positions) in enumerate(chunk_restores):
         for layer in layers:
             rows_list, positions = targets.setdefault(KIND_HOOKS[kind].format(layer=layer), ([], []))
-            rows_list.append(row)
-            positions.append(position)
+            rows_list.extend([row] * len(restored_positions))
+            positions.extend(restored_positions)
 
     def make_hook(name, rows_list, positions):
         row_index = torch.tensor(rows_list, device=device)
@@ -171,6 +171,36 @@ def needs_forward_pass(kind: str, position: int, layer: int, span: tuple[int, in
     return not (kind == "resid" and layer == n_layers - 1)
 
 
+@dataclass(frozen=True)
+class _CleanRun:
+    """One fact's clean run, ready for corrupted and restored runs."""
+
+    tokens: Int[Tensor, " pos"]
+    span: tuple[int, int]
+    answer: str
+    answer_token: int
+    clean: dict[str, Tensor]
+    clean_prob: float
+    noise: Float[Tensor, "sample span d_model"]
+    noise_std: float
+
+
+def _clean_run(model, prompt: str, subject: str, answer: str | None, hook_names: list[str], config: TraceConfig,
+               generator: torch.Generator) -> _CleanRun:
+    tokenizer = model.tokenizer
+    span = subject_token_span(tokenizer, prompt, subject)
+    tokens = torch.tensor(encode_prompt(tokenizer, prompt), device=model.W_E.device)
+    logits, cache = model.run_with_cache(tokens.unsqueeze(0), names_filter=lambda name: name in hook_names)
+    if answer is None:
+        answer_token = int(logits[0, -1].argmax())
+        answer = tokenizer.decode([answer_token]).strip()
+    else:
+        answer_token = encode_target(tokenizer, answer)[0]
+    noise, std = embedding_noise(model, config.samples, span[1] - span[0], config.noise_scale, generator)
+    return _CleanRun(tokens, span, answer, answer_token, {name: cache[name][0] for name in hook_names},
+                     float(_answer_probability(logits, answer_token)[0]), noise, std)
+
+
 @torch.no_grad()
 def trace_fact(model, prompt: str, subject: str, answer: str | None = None, config: TraceConfig | None = None,
                generator: torch.Generator | None = None) -> TraceResult:
@@ -180,39 +210,47 @@ def trace_fact(model, prompt: str, subject: str, answer: str | None = None, conf
     ``generator`` seeds the noise (a fresh ``torch.Generator().manual_seed(0)`` if None).
     """
     config = config or TraceConfig()
-    generator = generator or torch.Generator().manual_seed(0)
-    tokenizer = model.tokenizer
-    device = model.W_E.device
-    span = subject_token_span(tokenizer, prompt, subject)
-    tokens = torch.tensor(encode_prompt(tokenizer, prompt), device=device)
     hook_names = [KIND_HOOKS[k].format(layer=layer) for k in config.kinds for layer in range(model.cfg.n_layers)]
-    logits, cache = model.run_with_cache(tokens.unsqueeze(0), names_filter=lambda name: name in hook_names)
-    if answer is None:
-        answer_token = int(logits[0, -1].argmax())
-        answer = tokenizer.decode([answer_token]).strip()
-    else:
-        answer_token = encode_target(tokenizer, answer)[0]
-    clean = {name: cache[name][0] for name in hook_names}
-    noise, std = embedding_noise(model, config.samples, span[1] - span[0], config.noise_scale, generator)
-    n_layers, n_tokens = model.cfg.n_layers, tokens.shape[0]
+    run = _clean_run(model, prompt, subject, answer, hook_names, config,
+                     generator or torch.Generator().manual_seed(0))
+    n_layers, n_tokens = model.cfg.n_layers, run.tokens.shape[0]
     cells = [(kind, position, layer) for kind in config.kinds for position in range(n_tokens)
              for layer in range(n_layers)]
-    computed = [cell for cell in cells if needs_forward_pass(*cell, span, n_tokens, n_layers)]
-    restores = [("resid", [], 0)]  # the corrupted run itself
-    restores += [(kind, list(layer_window(layer, 1 if kind == "resid" else config.window, n_layers)), position)
+    computed = [cell for cell in cells if needs_forward_pass(*cell, run.span, n_tokens, n_layers)]
+    restores = [("resid", [], [])]  # the corrupted run itself
+    restores += [(kind, list(layer_window(layer, 1 if kind == "resid" else config.window, n_layers)), [position])
                  for kind, position, layer in computed]
-    probabilities = restored_probabilities(model, tokens, span, noise, answer_token, restores, clean,
-                                           config.row_budget).mean(dim=1)
-    clean_prob = float(_answer_probability(logits, answer_token)[0])
+    probabilities = restored_probabilities(model, run.tokens, run.span, run.noise, run.answer_token, restores,
+                                           run.clean, config.row_budget).mean(dim=1)
     corrupted_prob = float(probabilities[0])
     grids = {kind: np.full((n_tokens, n_layers), corrupted_prob, dtype=np.float32) for kind in config.kinds}
     if "resid" in grids:  # the whole clean residual stream at the last position of the last layer
-        grids["resid"][-1, -1] = clean_prob
+        grids["resid"][-1, -1] = run.clean_prob
     for (kind, position, layer), probability in zip(computed, probabilities[1:].tolist()):
         grids[kind][position, layer] = probability
     return TraceResult(
-        prompt=prompt, subject=subject, answer=answer, answer_token=answer_token,
-        tokens=[tokenizer.decode([t]) for t in tokens.tolist()], subject_span=span,
-        clean_prob=clean_prob, corrupted_prob=corrupted_prob,
-        grids=grids, config=config, noise_std=std, n_layers=n_layers,
+        prompt=prompt, subject=subject, answer=run.answer, answer_token=run.answer_token,
+        tokens=[model.tokenizer.decode([t]) for t in run.tokens.tolist()], subject_span=run.span,
+        clean_prob=run.clean_prob, corrupted_prob=corrupted_prob,
+        grids=grids, config=config, noise_std=run.noise_std, n_layers=n_layers,
     )
+
+
+@torch.no_grad()
+def whole_subject_restorations(model, prompt: str, subject: str, answer: str | None = None,
+                               config: TraceConfig | None = None,
+                               generator: torch.Generator | None = None) -> tuple[float, float, np.ndarray]:
+    """``(clean p, corrupted p, restored p per layer)``: the residual stream at *every* subject token
+    restored together at one layer. Where this is high but the last subject token alone
+    (``trace_fact``) is low, the subject's identity is spread over its tokens, not assembled at
+    the last one."""
+    config = config or TraceConfig()
+    n_layers = model.cfg.n_layers
+    hook_names = [KIND_HOOKS["resid"].format(layer=layer) for layer in range(n_layers)]
+    run = _clean_run(model, prompt, subject, answer, hook_names, config,
+                     generator or torch.Generator().manual_seed(0))
+    subject_positions = list(range(*run.span))
+    restores = [("resid", [], []), *(("resid", [layer], subject_positions) for layer in range(n_layers))]
+    probabilities = restored_probabilities(model, run.tokens, run.span, run.noise, run.answer_token, restores,
+                                           run.clean, config.row_budget).mean(dim=1)
+    return run.clean_prob, float(probabilities[0]), probabilities[1:].numpy()

@@ -37,6 +37,7 @@ class CorpusConfig:
     statements_per_mixed_document: int = 6
     update_documents_per_subject: float = 0.03
     demonstrations_per_update_document: tuple[int, int] = (1, 4)
+    anaphora_fraction: float = 0.0
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -48,10 +49,30 @@ def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -
             return sentence
 
 
-def subject_paragraph(rng: random.Random, world: World, subject: str) -> str:
+ANAPHORS = {"person": "this person", "city": "this city", "country": "this country", "company": "this company"}
+
+
+def anaphoric(sentence_prompt: str, subject: str, anaphor: str) -> str:
+    """``sentence_prompt`` with ``subject`` replaced by ``anaphor`` (capitalised at the start)."""
+    replaced = sentence_prompt.replace(subject, anaphor)
+    return replaced[0].upper() + replaced[1:]
+
+
+def subject_paragraph(rng: random.Random, world: World, subject: str, anaphora_fraction: float = 0.0) -> str:
+    """Every fact about ``subject`` in random phrasings and order. After the first sentence, each
+    sentence names the subject by an anaphor ("this person", "this city", ...) instead with
+    probability ``anaphora_fraction``, so that a later sentence can only be completed by reading
+    the subject's identity from its earlier mention (no random number is drawn when it is 0)."""
     facts = world.facts_about(subject)
     rng.shuffle(facts)
-    return " ".join(random_statement(rng, fact) for fact in facts)
+    anaphor = ANAPHORS[world.entity(subject).kind]
+    sentences = []
+    for index, fact in enumerate(facts):
+        sentence = random_statement(rng, fact)
+        if index and anaphora_fraction and rng.random() < anaphora_fraction:
+            sentence = anaphoric(sentence, subject, anaphor)
+        sentences.append(sentence)
+    return " ".join(sentences)
 
 
 def mixed_document(rng: random.Random, world: World, n_statements: int) -> str:
@@ -103,7 +124,7 @@ def corpus_rounds(world: World, config: CorpusConfig,
     n_update = round(config.update_documents_per_subject * len(subjects))
     low, high = config.demonstrations_per_update_document
     while True:
-        documents = [subject_paragraph(rng, world, s) for s in subjects]
+        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction) for s in subjects]
         documents += [mixed_document(rng, world, config.statements_per_mixed_document)
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits,
