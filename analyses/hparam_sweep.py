@@ -61,7 +61,8 @@ def main() -> None:
         results, _ = evaluate(model, cases, lambda case, e=editor: e(case.request, args.layer),
                               description=f"{args.param}={value}", fluency_tokens=0)
         rows.append({"value": value, **results, "score": sweep_score(results)})
-    write_json(f"{args.out}.json", {"method": args.method, "param": args.param, "layer": args.layer or base.layer,
+    layer = base.layer if args.layer is None else args.layer
+    write_json(f"{args.out}.json", {"method": args.method, "param": args.param, "layer": layer,
                                     "split": args.split, "n_cases": len(cases), "rows": rows})
     write_text_atomic(f"{args.out}.md", sweep_table(rows, "value", HEADLINE_METRICS) + "\n")
     print(sweep_table(rows, "value", HEADLINE_METRICS))

@@ -1,8 +1,9 @@
 """The knowledge-editing workbench: locate and edit factual knowledge in transformer language models.
 
 The public surface (``workbench.api``) is importable from here, loaded on first use so that
-``import workbench`` stays cheap: ``load_model``, ``edit_cases``, ``read_cases``, ``predict``,
-``trace``, ``locate``, ``edit``, ``evaluate``, ``export``, ``commit``, ``EditRequest``.
+``import workbench`` stays cheap: ``load_model``, ``world_of``, ``edit_cases``, ``read_cases``,
+``predict``, ``trace``, ``locate``, ``edit``, ``evaluate``, ``export``, ``commit``,
+``applied_edits``, ``EditRequest``, ``Edit``.
 """
 
 from __future__ import annotations

@@ -82,6 +82,13 @@ class Editor:
             self._texts = statistics_texts(self._world, self._stats_corpus)
         return self._texts
 
+    def moment(self, layer: int) -> Tensor:
+        """ROME's key statistic E[k k^T] at ``layer`` (looked up once per layer, from the disk cache
+        or computed)."""
+        if layer not in self._moments:
+            self._moments[layer] = key_second_moment(self.model, layer, self.texts(), self.hparams.key_stats_tokens)
+        return self._moments[layer]
+
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
         hparams = self.hparams
         if layer is not None:
@@ -89,7 +96,4 @@ class Editor:
         mlp_output_site(self.model, hparams.layer)  # refuses a layer out of range before any work
         if self.method != "rome":
             return self._compute(self.model, request, hparams)
-        if hparams.layer not in self._moments:
-            self._moments[hparams.layer] = key_second_moment(self.model, hparams.layer, self.texts(),
-                                                             hparams.key_stats_tokens)
-        return self._compute(self.model, request, hparams, self.texts(), moment=self._moments[hparams.layer])
+        return self._compute(self.model, request, hparams, self.texts(), moment=self.moment(hparams.layer))

@@ -53,7 +53,9 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
     editors: dict[str, Editor] = {}
     compared = {}
     for spec in specs:
-        editor = editors.setdefault(spec.method, Editor(model, spec.method, world=world, stats_corpus=stats_corpus))
+        if spec.method not in editors:
+            editors[spec.method] = Editor(model, spec.method, world=world, stats_corpus=stats_corpus)
+        editor = editors[spec.method]
         results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e(case.request, s.layer),
                                     progress=progress, description=spec.label, befores=befores)
         results["method"], results["layer"] = spec.method, spec.layer or editor.hparams.layer
