@@ -2,6 +2,7 @@
 
     python analyses/specimen_sweep.py --variants analyses/variants/specimen.json --out runs/specimen [--device cuda]
     python analyses/specimen_sweep.py --models default --out runs/specimen     # measure existing models only
+    python analyses/specimen_sweep.py --tabulate runs/*/*.specimen.json --out docs/specimen   # table and figures only
 
 Each variant (recipe overrides of the base preset, as in ``recipe_sweep.py``) is trained into
 ``<out>/<name>/``; then every model is measured with the workbench's own instruments:
@@ -14,7 +15,8 @@ Each variant (recipe overrides of the base preset, as in ``recipe_sweep.py``) is
 - a ROME layer sweep (``hparams/rome-default.json`` at every layer) on ``--edits`` test cases:
   efficacy, paraphrase, neighbourhood, same-subject retention and their score per layer.
 
-Writes ``<out>/<name>.specimen.json`` per model and ``<out>/specimen.md``, a table of them all.
+Writes ``<out>/<name>.specimen.json`` per model, ``<out>/<name>.profile.png`` (and ``.svg``): its
+per-layer effects and ROME scores, and ``<out>/specimen.md``, a table of them all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from recipe_sweep import run_variant
+from tqdm.auto import tqdm
 
 from workbench.editing.editor import Editor
 from workbench.evaluation.cases import load_edit_cases
@@ -33,10 +36,11 @@ from workbench.evaluation.sweep import best_layer, layer_sweep
 from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.model.loading import load_model_and_world, resolve_model
 from workbench.model.recall import fact_recall
-from workbench.tracing.average import average_trace, known_facts
+from workbench.plotting import plt, save_figure
+from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
-from workbench.tracing.trace import TraceConfig, whole_subject_restorations
+from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
 
@@ -61,26 +65,46 @@ def whole_subject_effects(model, facts: list[dict], n_facts: int) -> list[float]
     return [round(float(x), 4) for x in np.mean(effects, axis=0)]
 
 
+def per_layer_effects(traces: list) -> dict[str, list[float | None]]:
+    """Mean MLP and residual indirect effect per layer at the subject's last token and at the last
+    token over ``traces`` (window-1 traces of kinds resid and mlp)."""
+    effects, _ = average_traces(traces)
+    groups = (("last_subject", LAST_SUBJECT), ("last_token", LAST_TOKEN))
+    return {f"{kind}_{where}": [None if np.isnan(x) else round(float(x), 4) for x in effects[kind][group]]
+            for kind in ("mlp", "resid") for where, group in groups}
+
+
 def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "cpu") -> dict:
-    """Recall, per-layer indirect effects and the ROME layer sweep of one model (see the docstring)."""
+    """Recall, per-layer indirect effects and the ROME layer sweep of one model (see the docstring).
+
+    The traced facts are also averaged by subject kind (people, whose names are several words,
+    and every other subject), since a subject's tokenisation decides what its last token can hold.
+    """
     model_dir = Path(resolve_model(reference))
     model, world = load_model_and_world(model_dir)
     if device != "cpu":
         model = model.to(device)
     cases = load_edit_cases(None, world)
-    average = average_trace(model, facts_from_cases(cases), n_facts, TraceConfig(window=1, kinds=("resid", "mlp")),
-                            torch.Generator().manual_seed(0))
-
-    def per_layer(kind: str, group: int) -> list[float | None]:
-        return [None if np.isnan(x) else round(float(x), 4) for x in average.effects[kind][group]]
-
-    effects = {f"{kind}_{where}": per_layer(kind, group) for kind in ("mlp", "resid")
-               for where, group in (("last_subject", LAST_SUBJECT), ("last_token", LAST_TOKEN))}
-    effects["resid_whole_subject"] = whole_subject_effects(model, facts_from_cases(cases), n_facts)
+    facts = facts_from_cases(cases)
+    chosen = known_facts(model, facts)[:n_facts]
+    config, generator = TraceConfig(window=1, kinds=("resid", "mlp")), torch.Generator().manual_seed(0)
+    traces = [trace_fact(model, f["prompt"], f["subject"], f["answer"], config, generator)
+              for f in tqdm(chosen, desc="tracing facts")]
+    effects = per_layer_effects(traces)
+    effects["resid_whole_subject"] = whole_subject_effects(model, facts, n_facts)
+    is_person = [world.entity(f["subject"]).kind == "person" for f in chosen]
+    by_kind = {}
+    for kind, wanted in (("person", True), ("other", False)):
+        subset = [t for t, person in zip(traces, is_person) if person == wanted]
+        if subset:
+            by_kind[kind] = {"n_facts": len(subset), "mean_subject_tokens": float(np.mean(
+                [t.subject_span[1] - t.subject_span[0] for t in subset])), **per_layer_effects(subset)}
     sweep = layer_sweep(model, cases[:n_edits], Editor(model, "rome", world=world), range(model.cfg.n_layers))
-    return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": average.n_facts,
-            "mean_clean_prob": average.mean_clean_prob, "mean_corrupted_prob": average.mean_corrupted_prob,
-            "indirect_effects": effects, "rome_sweep": sweep, "rome_best_layer": best_layer(sweep)}
+    return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
+            "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
+            "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),
+            "indirect_effects": effects, "indirect_effects_by_subject_kind": by_kind,
+            "rome_sweep": sweep, "rome_best_layer": best_layer(sweep)}
 
 
 def _peak(values: list[float | None]) -> str:
@@ -107,6 +131,34 @@ def table(specimens: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROFILE_LINES = {
+    "subject side": (("mlp_last_subject", "MLP, last subject token"),
+                     ("resid_last_subject", "residual, last subject token"),
+                     ("resid_whole_subject", "residual, every subject token")),
+    "last token": (("mlp_last_token", "MLP"), ("resid_last_token", "residual")),
+}
+
+
+def plot_profile(name: str, specimen: dict, path: Path, overwrite: bool = False) -> list[Path]:
+    """Three panels: indirect effects per layer on the subject side and at the last token, and the
+    ROME sweep's efficacy, paraphrase, neighbourhood and score per layer."""
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharex=True)
+    for axis, (title, lines) in zip(axes, PROFILE_LINES.items()):
+        for key, label in lines:
+            values = [np.nan if v is None else v for v in specimen["indirect_effects"][key]]
+            axis.plot(range(len(values)), values, marker="o", label=label)
+        axis.set(title=f"{title}: indirect effect", xlabel="layer", ylim=(0, 1))
+        axis.legend(fontsize=7)
+    sweep = [row for row in specimen["rome_sweep"] if row["score"] is not None]
+    for metric in ("efficacy", "paraphrase", "neighborhood", "score"):
+        values = [row[metric] if metric == "score" else row[metric]["mean"] for row in sweep]
+        axes[2].plot([row["layer"] for row in sweep], values, marker="o", label=metric)
+    axes[2].set(title="ROME at each layer", xlabel="layer", ylim=(0, 1.02))
+    axes[2].legend(fontsize=7)
+    figure.suptitle(name, y=1.04)
+    return save_figure(figure, path, overwrite=overwrite)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", help="JSON: variant name -> recipe overrides of --base")
@@ -116,9 +168,16 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=40, help="known facts in the averaged trace")
     parser.add_argument("--edits", type=int, default=20, help="ROME edits per layer in the sweep")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tabulate", nargs="*", default=[], help="measured *.specimen.json files: only write "
+                        "the table and figures of them")
     parser.add_argument("--force", action="store_true", help="replace result files of an earlier run")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.tabulate:
+        specimens = {Path(f).name.removesuffix(".specimen.json"): json.loads(Path(f).read_text())
+                     for f in args.tabulate}
+        write_outputs(out, specimens, args.force)
+        return
     references = {Path(m).name: m for m in args.models}
     refuse_existing([out / "specimen.md", *(out / f"{name}.specimen.json" for name in references)], args.force)
     if args.variants:
@@ -130,7 +189,14 @@ def main() -> None:
     for name, reference in references.items():
         specimens[name] = measure_specimen(reference, args.facts, args.edits, args.device)
         write_json(out / f"{name}.specimen.json", specimens[name], overwrite=args.force)
-    write_text_atomic(out / "specimen.md", table(specimens), overwrite=args.force)
+    write_outputs(out, specimens, args.force)
+
+
+def write_outputs(out: Path, specimens: dict[str, dict], overwrite: bool) -> None:
+    """``specimen.md`` (the table) and one profile figure per model."""
+    for name, specimen in specimens.items():
+        plot_profile(name, specimen, out / f"{name}.profile.png", overwrite=overwrite)
+    write_text_atomic(out / "specimen.md", table(specimens), overwrite=overwrite)
     print(table(specimens))
 
 

@@ -95,7 +95,7 @@ def test_edit_command_shows_predictions_before_and_after(capsys, tiny_world):
     assert main(["edit", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
                  "--target-new", case["target_new"], "--layer", "0", "--hparams", str(hparams), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["layer"] == 0 and result["request"]["ground_truth"] == case["ground_truth"]
+    assert result["layers"] == [0] and result["request"]["ground_truth"] == case["ground_truth"]
     kinds = [row["kind"] for row in result["before"]]
     assert kinds[0] == "edit" and "paraphrase" in kinds and "neighbour" in kinds
     assert result["after"][0]["p_target_new"] > result["before"][0]["p_target_new"]
@@ -112,4 +112,4 @@ def test_edit_command_runs_the_fine_tuning_baselines(capsys, tiny_world):
         assert main(["edit", "--method", method, "--model", "tiny", "--prompt", case["prompt"],
                      "--subject", case["subject"], "--target-new", case["target_new"], "--layer", "1", "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["method"] == method and result["layer"] == 1
+        assert result["method"] == method and result["layers"] == [1]

@@ -6,7 +6,7 @@ import pytest
 
 from workbench.world import RELATIONS, CorpusConfig, WorldConfig, build_world, corpus_rounds, relation
 from workbench.world.cases import edit_triples
-from workbench.world.corpus import NEW_FACT_PREFIX, subject_paragraph
+from workbench.world.corpus import NEW_FACT_PREFIX, directory_line, subject_paragraph
 from workbench.world.facts import SUBJECT_KINDS, statement
 
 
@@ -126,3 +126,31 @@ def test_anaphora_replace_later_mentions_and_leave_the_default_corpus_alone(worl
     varied = preset("default").with_overrides("anaphora", {"corpus": {"anaphora_fraction": 0.5}})
     assert varied.to_dict()["corpus"]["anaphora_fraction"] == 0.5
     assert varied.fingerprint() != preset("default").fingerprint()
+
+
+def test_directory_lines_open_paragraphs_and_leave_the_default_corpus_alone(world):
+    from workbench.model.presets import ADDED_LATER, preset
+
+    assert next(corpus_rounds(world, CorpusConfig(), set())) == next(
+        corpus_rounds(world, CorpusConfig(directory_fraction=0.0), set()))
+    subject = world.subjects("person")[0].name
+    paragraph = subject_paragraph(random.Random(0), world, subject, directory_fraction=1.0)
+    objects = [f.object for f in world.facts_about(subject) if relation(f.relation).is_base]
+    assert paragraph.startswith(f"{subject} {objects[0]}, ") and paragraph.startswith(directory_line(world, subject))
+    assert directory_line(world, subject) == f"{subject} {', '.join(objects)}."
+    for section, field_name, _ in ADDED_LATER:
+        assert field_name not in preset("default").to_dict()[section]
+    assert preset("default").fingerprint() == "cef7b673f4ede0ed"  # the cached default model stays valid
+
+
+def test_a_whole_name_tokenizer_keeps_every_invented_word_in_one_token():
+    from workbench.model.presets import preset
+    from workbench.model.tokenizer import invented_words
+    from workbench.model.training import world_tokenizer
+
+    recipe = preset("tiny").with_overrides("whole", {"training": {"tokenizer_whole_names": True}})
+    world = build_world(recipe.world)
+    whole, split = world_tokenizer(world, recipe), world_tokenizer(world, preset("tiny"))
+    words = invented_words(world)
+    assert all(len(whole.tokenize(" " + word)) == 1 for word in words)
+    assert sum(len(split.tokenize(" " + word)) for word in words) > 2 * len(words)

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.editing.commands import cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval
-from workbench.editing.editor import METHODS
+from workbench.editing.commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
+from workbench.editing.editor import LAYER_METHODS, METHODS
 from workbench.io import write_json
 from workbench.model.presets import PRESETS, preset
 from workbench.tracing.commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
@@ -74,7 +74,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome}
+CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found in the cache by the model's weights)"
+BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--sweep", action="store_true", help="also edit at every layer and pick the best")
     locate.add_argument("--sweep-cases", type=int, default=20, help="(sweep) cases edited at each layer")
     locate.add_argument("--layers", help="(sweep) comma-separated layers (default: all)")
-    locate.add_argument("--method", choices=sorted(METHODS), default="rome", help="(sweep) editing method")
+    locate.add_argument("--method", choices=LAYER_METHODS, default="rome", help="(sweep) editing method")
     locate.add_argument("--hparams", help="(sweep) hyperparameter file (default hparams/<method>-default.json)")
     locate.add_argument("--stats-corpus", help="(sweep) key-statistics texts, one per line")
     locate.add_argument("--out", help="write the result as JSON")
@@ -141,9 +142,10 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--subject", required=True)
     edit.add_argument("--target-new", required=True)
     edit.add_argument("--ground-truth", help="the current answer (default: the world's, for a world case)")
-    edit.add_argument("--layer", default="auto", help="'auto' (the locator's choice) or a layer number")
+    edit.add_argument("--layer", help="'auto' (the locator's choice; the default) or a layer number; none for ike")
     edit.add_argument("--hparams", help="a JSON file of hyperparameters (default hparams/<method>-default.json)")
     edit.add_argument("--stats-corpus", help="texts for key statistics, one per line (default: the world's corpus)")
+    edit.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     edit.add_argument("--export", metavar="DIR", help="also write the edited model to this new directory")
     edit.add_argument("--json", action="store_true")
     edit.set_defaults(func=cmd_edit)
@@ -156,20 +158,29 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--layer", default=None, help="'auto', a layer number, or (default) the hparams file's")
     evaluation.add_argument("--hparams")
     evaluation.add_argument("--stats-corpus")
+    evaluation.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     evaluation.add_argument("--out", required=True, help="directory for results.json and cases.jsonl")
     evaluation.add_argument("--force", action="store_true", help="replace existing result files")
     evaluation.set_defaults(func=cmd_eval)
 
     compare = commands.add_parser("compare", help="several methods over the same cases: one table and chart")
-    compare.add_argument("--methods", default="rome,ft,ft-l",
-                         help="comma-separated METHOD[@LAYER|@auto] specs (default: rome,ft,ft-l)")
+    compare.add_argument("--methods", default="rome,mend,ike,ft-l",
+                         help="comma-separated METHOD[@LAYER|@auto] specs (default: rome,mend,ike,ft-l)")
     compare.add_argument("--model", default=None)
     compare.add_argument("--cases", help="edit cases (any format); default: the world's test split")
     compare.add_argument("--n", type=int, default=200)
     compare.add_argument("--stats-corpus")
+    compare.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     compare.add_argument("--out", required=True, help="directory for comparison.{md,json,png} and per-method results")
     compare.add_argument("--force", action="store_true", help="replace existing result files")
     compare.set_defaults(func=cmd_compare)
+
+    mend = commands.add_parser("mend", help="MEND's learned editor").add_subparsers(dest="action", required=True)
+    mend_train = mend.add_parser("train", help="train a MEND editor on the model's world (train split)")
+    mend_train.add_argument("--model", default=None)
+    mend_train.add_argument("--hparams", help="a JSON file of MEND hyperparameters (default hparams/mend-default.json)")
+    mend_train.add_argument("--out", help="a new directory for the editor (default: the cache, keyed by the model)")
+    mend_train.set_defaults(func=cmd_mend_train)
 
     bench = commands.add_parser("bench", help="benchmarks (both sides of every ratio in one run)")
     bench.add_argument("target", choices=sorted(BENCHMARKS))
@@ -178,10 +189,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--subject")
     bench.add_argument("--answer")
     bench.add_argument("--repeats", type=int, default=3, help="(tracing) timed repetitions")
-    bench.add_argument("--cases", help="(rome) edit cases (any format); default: the world's test split")
-    bench.add_argument("--n", type=int, default=10, help="(rome) timed edits")
-    bench.add_argument("--hparams", help="(rome) hyperparameter file")
-    bench.add_argument("--stats-corpus", help="(rome) key-statistics texts, one per line")
+    bench.add_argument("--cases", help="(rome, mend) edit cases (any format); default: the world's test split")
+    bench.add_argument("--n", type=int, default=10, help="(rome, mend) timed edits")
+    bench.add_argument("--hparams", help="(rome, mend) the method's hyperparameter file")
+    bench.add_argument("--stats-corpus", help="(rome, mend) key-statistics texts, one per line")
+    bench.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=lambda args: BENCHMARKS[args.target](args))
 

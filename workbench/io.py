@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -60,3 +62,22 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
 def write_json(path: str | Path, payload, overwrite: bool = False) -> Path:
     """``payload`` as indented strict JSON (NaN and infinities become null) through ``write_text_atomic``."""
     return write_text_atomic(path, json.dumps(json_safe(payload), indent=1, allow_nan=False), overwrite=overwrite)
+
+
+@contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """A fresh temporary sibling of the new directory ``target`` to fill inside the block; renamed
+    to ``target`` (with the normal permissions) when the block succeeds, removed when it fails, so
+    ``target`` never exists half-written. An existing ``target`` is refused before anything."""
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; this writes a new directory only")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        give_default_permissions(staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

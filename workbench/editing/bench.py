@@ -1,8 +1,11 @@
-"""``workbench bench rome``: where the time of a ROME edit goes, on one machine in one run.
+"""Edit-latency benchmarks, every number of a comparison measured on one machine in one run.
 
-Three numbers: computing the key statistics once (no cache), the median time of one edit with
-the statistics already in hand, and the median time to evaluate one edit (every probe of its case
-measured before and after, the edit applied through hooks).
+``bench_rome`` (``workbench bench rome``): computing the key statistics once (no cache), the median
+time of one edit with the statistics already in hand, and the median time to evaluate one edit
+(every probe of its case measured before and after, the edit applied through hooks).
+
+``bench_mend`` (``workbench bench mend``): the median time of a MEND edit and of a ROME edit (key
+statistics in hand) on the same cases, and their ratio.
 """
 
 from __future__ import annotations
@@ -42,3 +45,25 @@ def bench_rome(model, cases: Sequence[EditCase], editor: Editor) -> dict:
             "key_statistics_s": statistics_s, "median_edit_s": statistics.median(edit_s),
             "median_eval_s": statistics.median(eval_s),
             "edits_per_statistics": statistics_s / statistics.median(edit_s)}
+
+
+def median_edit_seconds(editor: Editor, cases: Sequence[EditCase]) -> float:
+    """The median wall time of ``editor`` on each case's request."""
+    seconds = []
+    for case in cases:
+        started = time.perf_counter()
+        editor(case.request)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def bench_mend(cases: Sequence[EditCase], mend: Editor, rome: Editor) -> dict:
+    """MEND's and ROME's median edit latency on ``cases`` (each editor warmed up on the first case,
+    so ROME's key statistic and MEND's network are in hand)."""
+    if not cases:
+        raise ValueError("bench mend needs at least one edit case")
+    mend(cases[0].request)
+    rome(cases[0].request)
+    mend_s, rome_s = median_edit_seconds(mend, cases), median_edit_seconds(rome, cases)
+    return {"n_edits": len(cases), "rome_layer": rome.hparams.layer, "mend_layers": list(mend.hparams.layers),
+            "mend_edit_s": mend_s, "rome_edit_s": rome_s, "latency_ratio": mend_s / rome_s}

@@ -6,10 +6,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from workbench.editing.bench import bench_rome
+from workbench.editing.bench import bench_mend, bench_rome
 from workbench.editing.edit import EditRequest
-from workbench.editing.editor import Editor
+from workbench.editing.editor import LAYER_METHODS, Editor
 from workbench.editing.export import check_export_target, export_edited_model
+from workbench.editing.fingerprint import model_fingerprint
+from workbench.editing.mend import default_checkpoint_dir, save_mend
+from workbench.editing.mend_training import train_mend
 from workbench.editing.report import format_before_after, predictions, probe_prompts
 from workbench.evaluation.cases import EditCase, load_edit_cases, parse_cases
 from workbench.evaluation.compare import compare_methods, comparison_table, parse_method_specs, write_comparison
@@ -34,21 +37,24 @@ def cmd_edit(args) -> int:
     case = world_case(world, args.prompt, args.subject)
     truth = args.ground_truth or (case.request.ground_truth if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
-    edit = Editor(model, args.method, args.hparams, world, args.stats_corpus)(request, args.layer)
-    (layer,) = edit.layers
+    layer = args.layer or ("auto" if args.method in LAYER_METHODS else None)
+    edit = Editor(model, args.method, args.hparams, world, args.stats_corpus, args.checkpoint)(request, layer)
     probes = probe_prompts(request, case)
     before = predictions(model, probes, request)
     with edit.applied(model):
-        after = predictions(model, probes, request)
-    payload = {"request": dataclasses.asdict(request), "method": edit.method, "layer": layer,
-               "edit_seconds": edit.timings["total_s"], "before": before, "after": after}
+        after = predictions(model, probes, request, context=edit.context)
+    payload = {"request": dataclasses.asdict(request), "method": edit.method, "layers": list(edit.layers),
+               "edit_seconds": edit.timings["total_s"], "details": edit.details, "before": before, "after": after}
     if args.export:
         payload["exported_to"] = str(export_edited_model(resolve_model(args.model), [edit], args.export))
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
-    print(f"{edit.method.upper()} at layer {layer} ({edit.timings['total_s']:.1f} s): "
+    where = f"at layer {', '.join(map(str, edit.layers))}" if edit.layers else "in context"
+    print(f"{edit.method.upper()} {where} ({edit.timings['total_s']:.1f} s): "
           f"{request.prompt!r} -> {request.target_new!r} (was {truth!r})")
+    if edit.details:
+        print(f"details: {json.dumps(edit.details)}")
     print(format_before_after(before, after))
     if args.export:
         print(f"\nedited model written to {payload['exported_to']} (the base model is unchanged)")
@@ -58,7 +64,7 @@ def cmd_edit(args) -> int:
 def cmd_eval(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)
-    editor = Editor(model, args.method, args.hparams, world, args.stats_corpus)
+    editor = Editor(model, args.method, args.hparams, world, args.stats_corpus, args.checkpoint)
     results, records = evaluate(model, cases[: args.n], lambda case: editor(case.request, args.layer))
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
@@ -75,22 +81,54 @@ def cmd_compare(args) -> int:
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
-    compared = compare_methods(model, cases, specs, world, args.stats_corpus)
+    compared = compare_methods(model, cases, specs, world, args.stats_corpus, args.checkpoint)
     write_comparison(args.out, compared, overwrite=args.force)
     print(comparison_table({label: pair[0] for label, pair in compared.items()}))
     print(f"\n{len(cases)} cases -> {args.out}/comparison.{{md,json,png}}")
     return 0
 
 
+def cmd_mend_train(args) -> int:
+    model, world = load_model_and_world(args.model)
+    if world is None:
+        raise ValueError("MEND trains on the model's fact world; this model has none")
+    hparams = Editor(model, "mend", args.hparams).hparams
+    fingerprint = model_fingerprint(model)
+    directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
+    if directory.exists():
+        if args.out:
+            raise FileExistsError(f"{directory} already exists; give a new directory")
+        print(f"a MEND editor for this model and these hyperparameters is already at {directory}")
+        return 0
+    network, report = train_mend(model, world, hparams)
+    save_mend(network, hparams, fingerprint, report, directory)
+    last_nll, last_kl = report["nll_kl_every_50_steps"][-1]
+    print(f"MEND editor trained in {report['train_seconds']} s ({report['edits_seen']} edits; last 50 steps: "
+          f"paraphrase NLL {last_nll:.3f}, locality KL {last_kl:.4f}) -> {directory}")
+    return 0
+
+
+def cmd_bench_mend(args) -> int:
+    model, world = load_model_and_world(args.model)
+    cases = load_edit_cases(args.cases, world)[: args.n]
+    result = bench_mend(cases, Editor(model, "mend", args.hparams, world, checkpoint=args.checkpoint),
+                        Editor(model, "rome", None, world, args.stats_corpus))
+    return print_result(args, result, f"median edit over {result['n_edits']} edits: MEND "
+                        f"{result['mend_edit_s'] * 1000:.1f} ms, ROME {result['rome_edit_s'] * 1000:.1f} ms "
+                        f"(key statistics in hand); ratio {result['latency_ratio']:.3f}")
+
+
 def cmd_bench_rome(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
     result = bench_rome(model, cases, Editor(model, "rome", args.hparams, world, args.stats_corpus))
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"ROME at layer {result['layer']}: key statistics over {result['key_stats_tokens']} tokens "
-          f"{result['key_statistics_s']:.2f} s (once per layer, then cached); median edit "
-          f"{result['median_edit_s']:.2f} s and median evaluation {result['median_eval_s']:.2f} s "
-          f"over {result['n_edits']} edits")
+    return print_result(args, result, f"ROME at layer {result['layer']}: key statistics over "
+                        f"{result['key_stats_tokens']} tokens {result['key_statistics_s']:.2f} s (once per layer, "
+                        f"then cached); median edit {result['median_edit_s']:.2f} s and median evaluation "
+                        f"{result['median_eval_s']:.2f} s over {result['n_edits']} edits")
+
+
+def print_result(args, result: dict, summary: str) -> int:
+    """``result`` as JSON with ``--json``, else the one-line ``summary``."""
+    print(json.dumps(result, indent=1) if args.json else summary)
     return 0

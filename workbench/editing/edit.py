@@ -8,6 +8,10 @@ A rank-one delta is kept as its two factors, ``delta = outer(left, right)``.
 Applying an edit through hooks reads the key at ``site.key_hook`` and adds ``key @ delta`` at
 ``site.output_hook`` in the same forward pass; the model's weights are never touched. Committing
 writes the delta into the weights and returns a handle that restores them bit for bit.
+
+An in-context edit (IKE) has no deltas but a ``context``: text put before every prompt the edited
+model is asked (``Edit.prompt_for``). Code that runs prompts through an edit uses both
+``edit.applied(model)`` and ``edit.prompt_for(prompt)``, so every method works the same way.
 """
 
 from __future__ import annotations
@@ -69,13 +73,20 @@ class WeightDelta:
 
 @dataclass(frozen=True)
 class Edit:
-    """The result of an editing method: its deltas, the request, hyperparameters and timings."""
+    """The result of an editing method: its deltas (or its prompt ``context``), the request,
+    hyperparameters, timings and method-specific ``details`` (for IKE: the demonstrations used)."""
 
     request: EditRequest
     deltas: tuple[WeightDelta, ...]
     method: str
     hparams: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    context: str = ""
+    details: dict = field(default_factory=dict)
+
+    def prompt_for(self, prompt: str) -> str:
+        """``prompt`` as the edited model is asked it: after the edit's context, if any."""
+        return self.context + prompt
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -136,6 +147,7 @@ class CommittedEdits:
 @torch.no_grad()
 def commit(model, edits: Sequence[Edit]) -> CommittedEdits:
     """Write the edits' deltas into the model's weights (explicit, reversible)."""
+    require_weight_edits(edits)
     originals: list[tuple[torch.nn.Parameter, Tensor]] = []
     for edit in edits:
         for delta in edit.deltas:
@@ -143,6 +155,14 @@ def commit(model, edits: Sequence[Edit]) -> CommittedEdits:
             originals.append((weight, weight.detach().clone()))
             add_to_weight(weight, delta)
     return CommittedEdits(originals)
+
+
+def require_weight_edits(edits: Sequence[Edit]) -> None:
+    """Refuse in-context edits where weights are to be written: they change prompts, not weights."""
+    for edit in edits:
+        if edit.context:
+            raise ValueError(f"the {edit.method} edit of {edit.request.prompt!r} works in context (a prompt "
+                             "prefix), not on weights: it cannot be committed or exported")
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
 """One entry point for every editing method: ``Editor(model, "rome")(request, layer=...) -> Edit``.
 
 An ``Editor`` reads its method's hyperparameters once (``hparams/<method>-default.json`` unless a
-file or a dataclass is given) and, for ROME, gathers the key-statistics texts once and looks up
-each layer's key statistic once, however many edits it makes. The layer of an edit is the
-hyperparameters' own, a layer number, or ``"auto"``: the locator's choice from an MLP trace of
-the request prompt.
+file or a dataclass is given) and prepares what its method needs once, however many edits it
+makes: for ROME the key-statistics texts and each layer's key statistic, for IKE the demonstration
+pool and its embeddings, for MEND its trained editor network (``checkpoint``, default: found in the
+cache by the model's weight fingerprint). For the methods that edit one layer (``LAYER_METHODS``) the layer of an
+edit is the hyperparameters' own, a layer number, or ``"auto"``: the locator's choice from an MLP
+trace of the request prompt. IKE and MEND (whose layers are in its hyperparameters) take none.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from torch import Tensor
 
 from workbench.editing.edit import Edit, EditRequest
 from workbench.editing.finetune import compute_finetune_edit
-from workbench.editing.hparams import FinetuneHparams, RomeHparams
+from workbench.editing.hparams import FinetuneHparams, IkeHparams, MendHparams, RomeHparams
+from workbench.editing.ike import DemonstrationRetriever, compute_ike_edit
 from workbench.editing.key_stats import key_second_moment
+from workbench.editing.mend import compute_mend_edit, load_mend
 from workbench.editing.rome import compute_rome_edit
 from workbench.model.architecture import mlp_output_site
 from workbench.tracing.locator import locate_from_trace
@@ -30,7 +34,10 @@ METHODS = {
     "rome": (RomeHparams, compute_rome_edit, "rome-default.json"),
     "ft": (FinetuneHparams, compute_finetune_edit, "ft-default.json"),
     "ft-l": (FinetuneHparams, compute_finetune_edit, "ft-l-default.json"),
+    "ike": (IkeHparams, compute_ike_edit, "ike-default.json"),
+    "mend": (MendHparams, compute_mend_edit, "mend-default.json"),
 }
+LAYER_METHODS = ("rome", "ft", "ft-l")
 
 
 def statistics_texts(world: World | None, corpus_file: str | Path | None = None) -> list[str]:
@@ -61,11 +68,11 @@ class Editor:
 
     ``hparams``: a JSON file or a hyperparameter dataclass (default: the method's file in
     ``hparams/``). Key statistics for ROME come from ``stats_corpus`` (a text file, one text per
-    line) or else the model's fact ``world``.
+    line) or else the model's fact ``world``. ``checkpoint``: the directory of a trained MEND editor.
     """
 
     def __init__(self, model, method: str = "rome", hparams=None, world: World | None = None,
-                 stats_corpus: str | Path | None = None):
+                 stats_corpus: str | Path | None = None, checkpoint: str | Path | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown editing method {method!r}; choose from {sorted(METHODS)}")
         hparams_class, self._compute, default_file = METHODS[method]
@@ -75,6 +82,8 @@ class Editor:
         self._world, self._stats_corpus = world, stats_corpus
         self._texts: list[str] | None = None
         self._moments: dict[int, Tensor] = {}
+        self._checkpoint = checkpoint
+        self._resource = None
 
     def texts(self) -> list[str]:
         """The key-statistics texts (read once)."""
@@ -89,7 +98,21 @@ class Editor:
             self._moments[layer] = key_second_moment(self.model, layer, self.texts(), self.hparams.key_stats_tokens)
         return self._moments[layer]
 
+    def resource(self):
+        """What the method needs besides the request, prepared once: IKE's demonstration retriever
+        or MEND's trained editor network."""
+        if self._resource is None:
+            if self.method == "ike":
+                self._resource = DemonstrationRetriever(self.model, self._world, self.hparams)
+            else:
+                self._resource = load_mend(self.model, self.hparams, self._checkpoint)
+        return self._resource
+
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
+        if self.method not in LAYER_METHODS:
+            if layer is not None:
+                raise ValueError(f"{self.method} edits no single layer; give no layer for it")
+            return self._compute(self.model, request, self.hparams, self.resource())
         hparams = self.hparams
         if layer is not None:
             hparams = dataclasses.replace(hparams, layer=chosen_layer(layer, self.model, request))

@@ -12,14 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workbench.editing.edit import Edit, add_to_weight
-from workbench.io import give_default_permissions
+from workbench.editing.edit import Edit, add_to_weight, require_weight_edits
+from workbench.io import staged_directory
 from workbench.model.training import WORLD_FILE
 
 EDITS_FILE = "edits.json"
@@ -45,22 +44,16 @@ def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: st
     check_export_target(out_dir)
     if not edits:
         raise ValueError("there are no edits to export")
+    require_weight_edits(edits)
     model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
     for edit in edits:
         for delta in edit.deltas:
             add_to_weight(model.get_submodule(delta.site.module).weight, delta)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         model.save_pretrained(staging)
         AutoTokenizer.from_pretrained(base_dir, local_files_only=True).save_pretrained(staging)
         if (base_dir / WORLD_FILE).is_file():
             shutil.copyfile(base_dir / WORLD_FILE, staging / WORLD_FILE)
         manifest = {"base_model": str(base_dir.resolve()), "edits": describe_edits(edits)}
         (staging / EDITS_FILE).write_text(json.dumps(manifest, indent=1))
-        give_default_permissions(staging)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir

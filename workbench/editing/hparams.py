@@ -5,22 +5,38 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 
 def read_hparams(cls, path: str | Path, method: str) -> dict:
     """The JSON object at ``path``, checked against the fields of ``cls``: unknown fields and a
-    missing ``layer`` are clear errors naming them."""
+    missing ``layer`` (for a method that has one) are clear errors naming them. JSON lists become
+    tuples for the fields declared as tuples."""
     data = json.loads(Path(path).read_text())
-    unknown = set(data) - {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
     if unknown:
         raise ValueError(f"{path}: unknown {method} hyperparameters {sorted(unknown)}")
-    if "layer" not in data:
+    if "layer" in names and "layer" not in data:
         raise ValueError(f"{path}: {method} hyperparameters need a 'layer'")
+    for field in fields(cls):
+        if str(field.type).startswith("tuple") and isinstance(data.get(field.name), list):
+            data[field.name] = tuple(data[field.name])
     return data
 
 
+class HparamsFile:
+    """``from_json`` for a method's hyperparameter dataclass (``method_name`` names it in errors)."""
+
+    method_name: ClassVar[str]
+
+    @classmethod
+    def from_json(cls, path: str | Path):
+        return cls(**read_hparams(cls, path, cls.method_name))
+
+
 @dataclass(frozen=True)
-class RomeHparams:
+class RomeHparams(HparamsFile):
     """ROME (Meng et al. 2022), as in the reference implementation.
 
     ``layer``: the MLP output weight to edit. Keys (``k*``) are averaged over the request prompt
@@ -32,6 +48,8 @@ class RomeHparams:
     whose norm is clamped at ``clamp_norm_factor`` times the original's. ``key_stats_tokens``
     keys from the model's corpus estimate E[k k^T].
     """
+
+    method_name: ClassVar[str] = "ROME"
 
     layer: int
     v_steps: int = 20
@@ -46,16 +64,9 @@ class RomeHparams:
     key_stats_tokens: int = 100_000
     seed: int = 0
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> RomeHparams:
-        data = read_hparams(cls, path, "ROME")
-        if "kl_prompts" in data:
-            data["kl_prompts"] = tuple(data["kl_prompts"])
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class FinetuneHparams:
+class FinetuneHparams(HparamsFile):
     """Fine-tuning one MLP output weight on the edit prompt (the post-training contrast).
 
     FT: Adam on the weight change for ``steps`` steps at ``lr`` (stopping once the target's mean
@@ -63,12 +74,60 @@ class FinetuneHparams:
     ``norm_constraint`` (an L-infinity ball around the original weight); None means no constraint.
     """
 
+    method_name: ClassVar[str] = "fine-tuning"
+
     layer: int
     steps: int = 25
     lr: float = 5e-4
     norm_constraint: float | None = None
     early_stop_nll: float = 0.01
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> FinetuneHparams:
-        return cls(**read_hparams(cls, path, "fine-tuning"))
+
+@dataclass(frozen=True)
+class IkeHparams(HparamsFile):
+    """IKE (Zheng et al. 2023): ``k`` retrieved demonstrations of the kinds copy, update and retain
+    in ``proportions`` (the paper's 1:3:4), with ``reserve_tokens`` of the model's context kept
+    free for the prompt and its answer; ``seed`` draws the demonstrations' counterfactuals."""
+
+    method_name: ClassVar[str] = "IKE"
+
+    k: int = 8
+    proportions: tuple[int, int, int] = (1, 3, 4)
+    reserve_tokens: int = 48
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k < 0 or self.reserve_tokens < 1 or len(self.proportions) != 3 or min(self.proportions) < 0 \
+                or sum(self.proportions) == 0:
+            raise ValueError(f"IKE needs k >= 0, reserve_tokens >= 1 and three proportions, not all 0: {self}")
+
+
+@dataclass(frozen=True)
+class MendHparams(HparamsFile):
+    """MEND (Mitchell et al. 2022), see ``workbench.editing.mend``.
+
+    ``layers``: the MLP output weights edited (negative numbers count from the last layer).
+    ``rank``: the editor block's hidden width; ``step_size_init``: the per-layer step sizes' start.
+    Training: ``train_steps`` Adam steps at ``lr`` (the log step sizes at ten times it) on batches of
+    ``batch_size`` train-split edits; the loss is ``edit_weight`` times the NLL of the new target
+    after a paraphrase of the edit prompt plus ``locality_weight`` times the KL divergence, at every
+    token of an unrelated fact's statement, of the edited model from the unedited one.
+    """
+
+    method_name: ClassVar[str] = "MEND"
+
+    layers: tuple[int, ...] = (-3, -2, -1)
+    rank: int = 64
+    step_size_init: float = 1e-4
+    train_steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-3
+    edit_weight: float = 1.0
+    locality_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.layers or self.rank < 1 or self.train_steps < 0 or self.batch_size < 1 or self.step_size_init <= 0:
+            raise ValueError(f"MEND needs layers, rank >= 1, train_steps >= 0, batch_size >= 1 and a positive "
+                             f"step_size_init: {self}")
+

@@ -24,15 +24,18 @@ def probe_prompts(request: EditRequest, case: EditCase | None = None) -> list[tu
     return probes
 
 
-def predictions(model, probes: list[tuple[str, str, str]], request: EditRequest, k: int = 3) -> list[dict]:
+def predictions(model, probes: list[tuple[str, str, str]], request: EditRequest, k: int = 3,
+                context: str = "") -> list[dict]:
     """Per probe: the top ``k`` next tokens, p(expected answer), p(target_new) and p(the edited
-    fact's old answer) (None when the request has no ground truth)."""
+    fact's old answer) (None when the request has no ground truth); each prompt is asked after
+    ``context`` (an in-context edit's), which the rows do not repeat."""
     rows = []
     for kind, prompt, expected in probes:
         targets = [expected, request.target_new, request.ground_truth or expected]
-        probabilities = score_targets(model, model.tokenizer, [prompt] * 3, targets).log_prob.exp().tolist()
+        asked = context + prompt
+        probabilities = score_targets(model, model.tokenizer, [asked] * 3, targets).log_prob.exp().tolist()
         rows.append({"kind": kind, "prompt": prompt, "expected": expected,
-                     "top": [(text, round(p, 4)) for text, p in top_next_tokens(model, model.tokenizer, prompt, k)],
+                     "top": [(text, round(p, 4)) for text, p in top_next_tokens(model, model.tokenizer, asked, k)],
                      "p_expected": probabilities[0], "p_target_new": probabilities[1],
                      "p_old_answer": probabilities[2] if request.ground_truth else None})
     return rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workbench.editing.edit import EditRequest
@@ -43,6 +43,19 @@ class EditCase:
     reverse: tuple[Probe, ...] = ()
     portability: tuple[Probe, ...] = ()
     source: str = ""
+
+    def in_context(self, context: str) -> EditCase:
+        """This case with ``context`` before every prompt (an in-context edit's view of it)."""
+        if not context:
+            return self
+
+        def probes(group: tuple[Probe, ...]) -> tuple[Probe, ...]:
+            return tuple(Probe(context + probe.prompt, probe.answer) for probe in group)
+
+        return replace(self, request=replace(self.request, prompt=context + self.request.prompt),
+                       paraphrases=probes(self.paraphrases), neighbours=probes(self.neighbours),
+                       same_subject=probes(self.same_subject), reverse=probes(self.reverse),
+                       portability=probes(self.portability))
 
 
 class NothingToEdit(ValueError):

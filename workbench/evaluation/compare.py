@@ -1,8 +1,9 @@
 """Several editing methods over the same cases: one table (Markdown, JSON) and one bar chart.
 
 A method is named by a spec ``method[@layer]``: ``rome`` (the layer of its hyperparameter file),
-``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case). Every method sees the same
-cases in the same order; each case is measured before, edited through hooks, measured after.
+``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case); ``ike`` takes no layer.
+Every method sees the same cases in the same order; each case is measured before, edited (through
+hooks, or in context for IKE), measured after.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from workbench.editing.editor import METHODS, Editor
+from workbench.editing.editor import LAYER_METHODS, METHODS, Editor
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
@@ -38,6 +39,8 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r} in {text!r}; choose from {sorted(METHODS)}, "
                              "optionally with @LAYER or @auto")
+        if layer and method not in LAYER_METHODS:
+            raise ValueError(f"{method} edits no single layer: write {method!r}, not {label!r}")
         specs.append(MethodSpec(label, method, layer or None))
     labels = [spec.label for spec in specs]
     if len(set(labels)) != len(labels) or not labels:
@@ -46,21 +49,36 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
 
 
 def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], world=None,
-                    stats_corpus: str | None = None, progress: bool = True) -> dict[str, tuple[dict, list[dict]]]:
+                    stats_corpus: str | None = None, checkpoint: str | None = None, progress: bool = True,
+                    editors: dict[str, Editor] | None = None) -> dict[str, tuple[dict, list[dict]]]:
     """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
-    once without an edit, then once per method with its edit applied)."""
+    once without an edit, then once per method with its edit applied). ``checkpoint``: MEND's
+    editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
+    editors by method name (for other hyperparameters); the other methods get default ones."""
     befores = [measure(model, case) for case in tqdm(cases, desc="measuring before editing", disable=not progress)]
-    editors: dict[str, Editor] = {}
+    editors = dict(editors or {})
     compared = {}
     for spec in specs:
         if spec.method not in editors:
-            editors[spec.method] = Editor(model, spec.method, world=world, stats_corpus=stats_corpus)
+            editors[spec.method] = Editor(model, spec.method, world=world, stats_corpus=stats_corpus,
+                                          checkpoint=checkpoint)
         editor = editors[spec.method]
         results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e(case.request, s.layer),
                                     progress=progress, description=spec.label, befores=befores)
-        results["method"], results["layer"] = spec.method, spec.layer or editor.hparams.layer
+        results["method"], results["layer"] = spec.method, edited_layers(spec, editor)
         compared[spec.label] = (results, records)
     return compared
+
+
+def edited_layers(spec: MethodSpec, editor: Editor) -> str:
+    """What the method edits, for the table: its layer spec, the hyperparameters' layer(s), or
+    ``context`` for IKE."""
+    if spec.method == "ike":
+        return "context"
+    if spec.method in LAYER_METHODS:
+        return str(spec.layer or editor.hparams.layer)
+    n_layers = editor.model.cfg.n_layers
+    return ",".join(str(layer % n_layers) for layer in editor.hparams.layers)
 
 
 def comparison_table(compared: dict[str, dict]) -> str:
@@ -96,7 +114,7 @@ def plot_comparison(compared: dict[str, dict], path: str | Path, overwrite: bool
     axis.set_ylabel("mean over cases")
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     n_cases = next(iter(compared.values()))["n_cases"]
-    axis.set_title(f"{n_cases} edit cases, each method through hooks", fontsize=9)
+    axis.set_title(f"{n_cases} edit cases; weight edits through hooks, IKE in context", fontsize=9)
     return save_figure(figure, path, overwrite)
 
 

@@ -1,4 +1,8 @@
-"""Evaluate an editing method over edit cases: measure before, edit through hooks, measure after."""
+"""Evaluate an editing method over edit cases: measure before, edit through hooks, measure after.
+
+An in-context edit (IKE) is measured with its context before every prompt of the case; its
+``details`` (demonstrations used, and dropped to fit the model's context) go into the case's record.
+"""
 
 from __future__ import annotations
 
@@ -53,9 +57,10 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
         edit = compute(case)
         edit_seconds = time.perf_counter() - started
         with edit.applied(model):
-            after = measure(model, case, fluency_tokens)
+            after = measure(model, case.in_context(edit.context), fluency_tokens)
         records.append({"case_id": case.case_id, "prompt": case.request.prompt, "target_new": case.request.target_new,
-                        "method": edit.method, "edit_seconds": edit_seconds, "metrics": case_metrics(before, after)})
+                        "method": edit.method, "edit_seconds": edit_seconds, "metrics": case_metrics(before, after),
+                        **({"details": edit.details} if edit.details else {})})
     names = list(records[0]["metrics"]) if records else list(HEADLINE_METRICS)
     results = {name: aggregate([r["metrics"][name] for r in records]) for name in names}
     seconds = sorted(r["edit_seconds"] for r in records)

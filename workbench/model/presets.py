@@ -38,11 +38,15 @@ class TrainingConfig:
     tokenizer_rounds: int = 4
     tokenizer_min_frequency: int = 2
     edit_case_seed: int = 0
+    # False: names split into syllable tokens (see workbench.model.tokenizer); True: the tokenizer
+    # is trained on the real corpus, so with a large enough vocabulary every name part is one token.
+    tokenizer_whole_names: bool = False
 
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
 # they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.
-ADDED_LATER = (("corpus", "anaphora_fraction", 0.0),)
+ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fraction", 0.0),
+               ("training", "tokenizer_whole_names", False))
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from workbench.io import give_default_permissions
+from workbench.io import staged_directory
 from workbench.model.presets import Recipe, preset
 from workbench.model.training import REPORT_FILE, WORLD_FILE, train_model
 
@@ -51,20 +50,10 @@ def build_into(recipe: Recipe, out_dir: Path, progress: bool = True) -> dict:
 
     Refuses an ``out_dir`` that already exists, so no user file is ever overwritten.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new directory for the model")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         report = train_model(recipe, staging, progress=progress)
         manifest = {"fingerprint": recipe.fingerprint(), "recipe": recipe.to_dict()}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        give_default_permissions(staging)
-        os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

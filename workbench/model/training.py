@@ -24,12 +24,13 @@ REPORT_FILE = "training_report.json"
 
 
 def world_tokenizer(world: World, recipe: Recipe):
-    """The recipe's tokenizer, trained on anonymised rounds of the world's corpus."""
+    """The recipe's tokenizer, trained on rounds of the world's corpus: anonymised (names stay
+    multi-token) unless ``tokenizer_whole_names``."""
     cfg = recipe.training
     documents = itertools.chain.from_iterable(itertools.islice(corpus_rounds(world, recipe.corpus, set()),
                                                                cfg.tokenizer_rounds))
-    return train_tokenizer(anonymised_texts(world, documents, cfg.seed), recipe.architecture.vocab_size,
-                           cfg.tokenizer_min_frequency)
+    texts = documents if cfg.tokenizer_whole_names else anonymised_texts(world, documents, cfg.seed)
+    return train_tokenizer(texts, recipe.architecture.vocab_size, cfg.tokenizer_min_frequency)
 
 
 def token_blocks(world: World, recipe: Recipe, tokenizer, n_blocks: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ class CorpusConfig:
     update_documents_per_subject: float = 0.03
     demonstrations_per_update_document: tuple[int, int] = (1, 4)
     anaphora_fraction: float = 0.0
+    directory_fraction: float = 0.0
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -58,15 +59,27 @@ def anaphoric(sentence_prompt: str, subject: str, anaphor: str) -> str:
     return replaced[0].upper() + replaced[1:]
 
 
-def subject_paragraph(rng: random.Random, world: World, subject: str, anaphora_fraction: float = 0.0) -> str:
+def directory_line(world: World, subject: str) -> str:
+    """``"<subject> <object>, <object>, ... ."``: the objects of the subject's base facts in world
+    order, with no relation words, so the token right after the name already depends on who it is."""
+    objects = [fact.object for fact in world.facts_about(subject) if relation(fact.relation).is_base]
+    return f"{subject} {', '.join(objects)}."
+
+
+def subject_paragraph(rng: random.Random, world: World, subject: str, anaphora_fraction: float = 0.0,
+                      directory_fraction: float = 0.0) -> str:
     """Every fact about ``subject`` in random phrasings and order. After the first sentence, each
     sentence names the subject by an anaphor ("this person", "this city", ...) instead with
     probability ``anaphora_fraction``, so that a later sentence can only be completed by reading
-    the subject's identity from its earlier mention (no random number is drawn when it is 0)."""
+    the subject's identity from its earlier mention. With probability ``directory_fraction`` the
+    paragraph opens with the subject's ``directory_line``. (No random number is drawn for a
+    fraction of 0, so the default corpus is unchanged by these options.)"""
     facts = world.facts_about(subject)
     rng.shuffle(facts)
     anaphor = ANAPHORS[world.entity(subject).kind]
     sentences = []
+    if directory_fraction and rng.random() < directory_fraction:
+        sentences.append(directory_line(world, subject))
     for index, fact in enumerate(facts):
         sentence = random_statement(rng, fact)
         if index and anaphora_fraction and rng.random() < anaphora_fraction:
@@ -124,7 +137,8 @@ def corpus_rounds(world: World, config: CorpusConfig,
     n_update = round(config.update_documents_per_subject * len(subjects))
     low, high = config.demonstrations_per_update_document
     while True:
-        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction) for s in subjects]
+        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction, config.directory_fraction)
+                     for s in subjects]
         documents += [mixed_document(rng, world, config.statements_per_mixed_document)
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits,

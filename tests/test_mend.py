@@ -1,0 +1,195 @@
+"""MEND: the editor network, the edit gradient, training on the tiny preset, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+import torch
+
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
+from workbench.cli import main
+from workbench.editing.edit import WeightDelta, delta_hooks
+from workbench.editing.editor import Editor
+from workbench.editing.fingerprint import model_fingerprint
+from workbench.editing.hparams import IkeHparams, MendHparams
+from workbench.editing.mend import (
+    MendNetwork,
+    compute_mend_edit,
+    edit_gradients,
+    edited_sites,
+    load_mend,
+    new_network,
+    save_mend,
+)
+from workbench.editing.mend_training import edit_losses, train_mend, training_edits
+from workbench.evaluation.cases import load_edit_cases
+from workbench.evaluation.compare import compare_methods, parse_method_specs
+from workbench.model.tokens import encode_prompt, encode_target
+
+SMALL = MendHparams(layers=(-2, -1), rank=16, train_steps=40, batch_size=4, lr=3e-3)
+
+
+def test_observe_keeps_the_mean_and_variance_of_everything_seen():
+    network = MendNetwork(d_key=3, d_out=2, n_sites=1, rank=4, step_size=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 3, generator=generator), torch.randn(n, 2, generator=generator)) for n in (5, 2, 9)]
+    for keys, grads in batches:
+        network.observe(0, keys, grads)
+    everything = torch.cat([torch.cat(pair, dim=-1) for pair in batches]).double()
+    assert torch.allclose(network.mean[0], everything.mean(0))
+    assert torch.allclose(network.sum_squares[0] / (network.count[0] - 1), everything.var(0))
+
+
+def test_an_untrained_editor_is_a_scaled_gradient_step_on_standardised_pairs():
+    network = MendNetwork(d_key=3, d_out=2, n_sites=2, rank=4, step_size=0.5)
+    keys, grads = torch.randn(6, 3), torch.randn(6, 2)
+    with pytest.raises(ValueError, match="not been trained"):
+        network(1, keys, grads)
+    network.observe(1, keys, grads)
+    left, right = network.weight_change(1, keys, grads)
+    pairs = torch.cat([keys, grads], dim=-1)
+    standard = ((pairs - pairs.mean(0)) / pairs.std(0)).float()
+    expected = -0.5 * standard[:, :3].T @ standard[:, 3:]
+    assert left.shape == (3, 6) and right.shape == (6, 2)
+    assert torch.allclose(left @ right, expected, atol=1e-5)
+
+
+def test_the_pairs_are_the_gradient_of_the_edit_loss_with_respect_to_the_weight(tiny_bridge, tiny_world):
+    """sum_t outer(k_t, d_t) equals autograd's gradient of the NLL with respect to a weight change."""
+    request = load_edit_cases(None, tiny_world)[0].request
+    sites = edited_sites(tiny_bridge, SMALL)
+    pairs = edit_gradients(tiny_bridge, request, sites)
+    prompt = encode_prompt(tiny_bridge.tokenizer, request.prompt)
+    target = encode_target(tiny_bridge.tokenizer, request.target_new)
+    tokens = torch.tensor([prompt + target[:-1]])
+    changes = [torch.zeros(tiny_bridge.cfg.d_mlp, tiny_bridge.cfg.d_model, requires_grad=True) for _ in sites]
+    with tiny_bridge.hooks(fwd_hooks=delta_hooks([WeightDelta.dense(s, c) for s, c in zip(sites, changes)])):
+        log_probs = tiny_bridge(tokens)[0].float().log_softmax(-1)
+    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target))
+    nll = -log_probs[positions, torch.tensor(target)].mean()
+    for grad, (keys, output_grads) in zip(torch.autograd.grad(nll, changes), pairs):
+        assert torch.allclose(keys.T @ output_grads, grad, atol=1e-6)
+        assert grad.abs().max() > 0
+    assert installed_hook_count(tiny_bridge) == 0
+
+
+def test_training_edits_come_from_the_train_split_with_hard_neighbours(tiny_world):
+    examples = list(itertools.islice(training_edits(tiny_world, seed=0), 200))
+    assert all(tiny_world.split_of(e.request.subject) == "train" for e in examples)
+    assert all(e.request.target_new != e.request.ground_truth and e.paraphrase != e.request.prompt for e in examples)
+    assert all(e.request.subject not in e.neighbour for e in examples)
+    same_object = sum(e.neighbour.endswith(f" {e.request.ground_truth}.") for e in examples)
+    assert same_object >= 100  # most relations have another subject with the same object
+    assert list(itertools.islice(training_edits(tiny_world, seed=0), 200)) == examples
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bridge, tiny_world):
+    snapshot = weights_snapshot(tiny_bridge)
+    network, report = train_mend(tiny_bridge, tiny_world, SMALL, progress=False)
+    assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
+    return network, report
+
+
+def test_training_lowers_the_edit_loss_on_unseen_training_edits(tiny_bridge, tiny_world, trained):
+    network, report = trained
+    assert report["edits_seen"] == 160 and len(report["step_sizes"]) == 2
+    untrained = new_network(tiny_bridge, SMALL)
+    sites = edited_sites(tiny_bridge, SMALL)
+    examples = list(itertools.islice(training_edits(tiny_world, seed=1), 24))
+    for example in examples:  # the untrained editor standardises with the same kind of statistics
+        edit_losses(tiny_bridge, untrained, sites, example, observe=True)
+    with torch.no_grad():
+        before = torch.stack([edit_losses(tiny_bridge, untrained, sites, e)[0] for e in examples]).mean()
+        after = torch.stack([edit_losses(tiny_bridge, network, sites, e)[0] for e in examples]).mean()
+    assert after < 0.7 * before
+
+
+def test_training_is_deterministic(tiny_bridge, tiny_world, trained):
+    network, _ = trained
+    again, _ = train_mend(tiny_bridge, tiny_world, dataclasses.replace(SMALL), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_mend_edit_raises_the_new_target_through_hooks(tiny_bridge, tiny_world, trained):
+    network, _ = trained
+    case = load_edit_cases(None, tiny_world)[0]
+    snapshot = weights_snapshot(tiny_bridge)
+    edit = compute_mend_edit(tiny_bridge, case.request, SMALL, network)
+    assert edit.layers == (2, 3) and edit.method == "mend"
+    tokens = torch.tensor([encode_prompt(tiny_bridge.tokenizer, case.request.prompt)])
+    new = encode_target(tiny_bridge.tokenizer, case.request.target_new)[0]
+    plain = tiny_bridge(tokens)[0, -1].log_softmax(-1)[new]
+    with edit.applied(tiny_bridge):
+        edited = tiny_bridge(tokens)[0, -1].log_softmax(-1)[new]
+    assert edited > plain + 1.0
+    assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
+
+
+def test_checkpoints_round_trip_and_mismatches_name_the_fix(tiny_bridge, tiny_world, tiny_llama, trained, tmp_path):
+    network, report = trained
+    directory = save_mend(network, SMALL, model_fingerprint(tiny_bridge), report, tmp_path / "editor")
+    with pytest.raises(FileExistsError):
+        save_mend(network, SMALL, model_fingerprint(tiny_bridge), report, directory)
+    loaded = load_mend(tiny_bridge, SMALL, directory)
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="not this one.*workbench mend train"):
+        load_mend(tiny_llama, SMALL, directory)
+    with pytest.raises(ValueError, match="other hyperparameters.*workbench mend train"):
+        load_mend(tiny_bridge, dataclasses.replace(SMALL, rank=8), directory)
+    with pytest.raises(ValueError, match="no MEND editor.*workbench mend train"):
+        Editor(tiny_bridge, "mend", SMALL, tiny_world, checkpoint=tmp_path / "missing")(
+            load_edit_cases(None, tiny_world)[0].request)
+
+
+def test_mend_from_the_command_line(tiny_model_dir, tmp_path, capsys):
+    hparams = tmp_path / "mend.json"
+    hparams.write_text(json.dumps(dataclasses.asdict(dataclasses.replace(SMALL, train_steps=5))))
+    out = tmp_path / "editor"
+    assert main(["mend", "train", "--model", str(tiny_model_dir), "--hparams", str(hparams), "--out", str(out)]) == 0
+    assert (out / "mend.safetensors").is_file() and json.loads((out / "mend.json").read_text())["hparams"]["rank"] == 16
+    assert main(["mend", "train", "--model", str(tiny_model_dir), "--hparams", str(hparams), "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["bench", "mend", "--model", str(tiny_model_dir), "--hparams", str(hparams), "--checkpoint", str(out),
+                 "--n", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"mend_edit_s", "rome_edit_s", "latency_ratio"}
+    assert result["latency_ratio"] == pytest.approx(result["mend_edit_s"] / result["rome_edit_s"])
+    (tmp_path / "ike.json").write_text('{"k": 2}')
+    assert main(["compare", "--model", str(tiny_model_dir), "--methods", "mend,ike", "--checkpoint", str(out),
+                 "--n", "2", "--out", str(tmp_path / "compare")]) == 2  # the default mend hparams have no editor
+    capsys.readouterr()
+
+
+def test_compare_runs_mend_and_ike_beside_rome(tiny_bridge, tiny_world, trained, tmp_path):
+    network, report = trained
+    directory = save_mend(network, SMALL, model_fingerprint(tiny_bridge), report, tmp_path / "editor")
+    cases = load_edit_cases(None, tiny_world)[:2]
+    specs = parse_method_specs("rome@0,mend,ike")
+    editors = {"mend": Editor(tiny_bridge, "mend", SMALL, tiny_world, checkpoint=directory),
+               "ike": Editor(tiny_bridge, "ike", IkeHparams(k=2), tiny_world)}
+    compared = compare_methods(tiny_bridge, cases, specs, tiny_world, progress=False, editors=editors)
+    assert {label: results["layer"] for label, (results, _) in compared.items()} == {
+        "rome@0": "0", "mend": "2,3", "ike": "context"}
+    assert all(results["n_cases"] == 2 for results, _ in compared.values())
+    with pytest.raises(ValueError, match="ike edits no single layer"):
+        parse_method_specs("ike@2")
+
+
+def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, trained):
+    network, _ = trained
+    request = load_edit_cases(None, tiny_world)[0].request
+    snapshot = weights_snapshot(tiny_bridge)
+
+    def poison(resid, hook):
+        return resid * float("nan")
+
+    with pytest.raises(FloatingPointError, match="nan"), \
+            tiny_bridge.hooks(fwd_hooks=[(f"blocks.{tiny_bridge.cfg.n_layers - 1}.hook_resid_post", poison)]):
+        compute_mend_edit(tiny_bridge, request, SMALL, network)
+    with pytest.raises(ValueError, match="layer must be an integer in"):
+        compute_mend_edit(tiny_bridge, request, dataclasses.replace(SMALL, layers=(2, 9)), network)
+    assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0

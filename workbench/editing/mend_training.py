@@ -1,0 +1,127 @@
+"""Training a MEND editor on the world's ``train`` split (the model stays frozen and unchanged).
+
+Each training edit is a base fact of a train-split subject with a random counterfactual object,
+asked in one corpus phrasing (the edit prompt, whose fine-tuning gradient the editor transforms)
+and answered in another (the paraphrase, where the edit loss is measured). The locality loss is
+measured on two statements of other train-split subjects: an unrelated fact, and a neighbour (the
+same relation, with the same object where another subject has it), the hard case for an edit that
+learns "relation -> new object" instead of "this subject's relation -> new object". Deterministic under
+``MendHparams.seed`` on a given device and thread count.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.editing.edit import EditRequest, delta_hooks
+from workbench.editing.hparams import MendHparams
+from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
+from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right
+from workbench.world import World, relation
+from workbench.world.facts import statement
+
+
+@dataclass(frozen=True)
+class TrainingEdit:
+    request: EditRequest
+    paraphrase: str
+    unrelated: str
+    neighbour: str
+
+
+def training_edits(world: World, seed: int) -> Iterator[TrainingEdit]:
+    """An endless, seeded stream of training edits (see the module docstring)."""
+    rng = random.Random(seed)
+    train = [f for f in world.facts if world.split_of(f.subject) == "train"]
+    facts = [f for f in train if relation(f.relation).is_base and len(relation(f.relation).corpus) >= 2
+             and len(world.objects_of_relation(f.relation)) >= 2]
+    if not facts:
+        raise ValueError("the world's train split has no facts to train a MEND editor on")
+    by_relation: dict[str, list] = {}
+    for fact in train:
+        by_relation.setdefault(fact.relation, []).append(fact)
+
+    def stated(fact) -> str:
+        return statement(rng.choice(relation(fact.relation).corpus).format(fact.subject), fact.object)
+
+    while True:
+        fact = rng.choice(facts)
+        new_object = rng.choice([o for o in world.objects_of_relation(fact.relation) if o != fact.object])
+        own, other = rng.sample(relation(fact.relation).corpus, 2)
+        unrelated = rng.choice([f for f in train if f.subject != fact.subject])
+        peers = [f for f in by_relation[fact.relation] if f.subject != fact.subject]
+        same_object = [f for f in peers if f.object == fact.object]
+        neighbour = rng.choice(same_object or peers or [unrelated])
+        yield TrainingEdit(EditRequest(own.format(fact.subject), fact.subject, new_object, fact.object),
+                           other.format(fact.subject), stated(unrelated), stated(neighbour))
+
+
+def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
+                observe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(edit NLL, locality KL)`` of one training edit made by ``network`` (differentiable in its
+    parameters; the KL is averaged over the tokens of the unrelated and the neighbour statement);
+    ``observe`` first folds the edit's gradient pairs into the input statistics."""
+    pairs = edit_gradients(model, example.request, sites)
+    if observe:
+        for index, (keys, grads) in enumerate(pairs):
+            network.observe(index, keys, grads)
+    tokenizer, device = model.tokenizer, model.W_E.device
+    paraphrase = encode_prompt(tokenizer, example.paraphrase)
+    target = encode_target(tokenizer, example.request.target_new)
+    local = [encode_prompt(tokenizer, text) for text in (example.unrelated, example.neighbour)]
+    tokens = pad_right([paraphrase + target[:-1], *local], pad_id_of(tokenizer)).to(device)
+    target_positions = torch.arange(len(paraphrase) - 1, len(paraphrase) - 1 + len(target), device=device)
+    mask = torch.zeros(len(local), tokens.shape[1], dtype=torch.bool, device=device)
+    for row, ids in enumerate(local):
+        mask[row, :len(ids)] = True
+    with torch.no_grad():
+        original = model(tokens)[1:][mask].float().log_softmax(-1)
+    with model.hooks(fwd_hooks=delta_hooks(mend_deltas(network, sites, pairs))):
+        log_probs = model(tokens).float().log_softmax(-1)
+    nll = -log_probs[0, target_positions, torch.tensor(target, device=device)].mean()
+    kl = torch.nn.functional.kl_div(log_probs[1:][mask], original, log_target=True, reduction="batchmean")
+    return nll, kl
+
+
+def train_mend(model, world: World, hparams: MendHparams, progress: bool = True) -> tuple[MendNetwork, dict]:
+    """A MEND editor for ``model`` trained on ``world``'s train split, and its training report."""
+    started = time.perf_counter()
+    sites = edited_sites(model, hparams)
+    network = new_network(model, hparams)
+    others = [p for name, p in network.named_parameters() if name != "log_step_size"]
+    optimizer = torch.optim.Adam([{"params": others}, {"params": [network.log_step_size], "lr": 10 * hparams.lr}],
+                                 lr=hparams.lr)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    stream = training_edits(world, hparams.seed)
+    history = []
+    bar = tqdm(range(hparams.train_steps), desc="training the MEND editor", disable=not progress)
+    for step in bar:
+        nlls, kls = zip(*(edit_losses(model, network, sites, next(stream), observe=True)
+                          for _ in range(hparams.batch_size)))
+        nll, kl = torch.stack(nlls).mean(), torch.stack(kls).mean()
+        loss = hparams.edit_weight * nll + hparams.locality_weight * kl
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
+        for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
+            parameter.grad = grad
+        optimizer.step()
+        history.append((nll.item(), kl.item()))
+        bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.4f}")
+    network.eval()
+
+    def window_means(rows):
+        return [[round(sum(r[i] for r in rows) / len(rows), 4) for i in range(2)]] if rows else []
+
+    report = {
+        "train_steps": hparams.train_steps, "train_seconds": round(time.perf_counter() - started, 1),
+        "edits_seen": hparams.train_steps * hparams.batch_size,
+        "nll_kl_every_50_steps": [m for i in range(0, len(history), 50) for m in window_means(history[i:i + 50])],
+        "step_sizes": network.log_step_size.exp().tolist(),
+    }
+    return network, report
