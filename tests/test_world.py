@@ -154,3 +154,19 @@ def test_a_whole_name_tokenizer_keeps_every_invented_word_in_one_token():
     words = invented_words(world)
     assert all(len(whole.tokenize(" " + word)) == 1 for word in words)
     assert sum(len(split.tokenize(" " + word)) for word in words) > 2 * len(words)
+
+
+def test_update_neighbour_lines_add_a_same_relation_fact_that_keeps_its_answer(world):
+    from workbench.world.corpus import update_demonstration
+
+    fact = next(f for f in world.facts if relation(f.relation).is_base
+                and len(world.subjects_with(f.relation, f.object)) > 1)
+    new_object = next(o for o in world.objects_of_relation(fact.relation) if o != fact.object)
+    plain = update_demonstration(random.Random(1), world, fact, new_object)
+    with_neighbour = update_demonstration(random.Random(1), world, fact, new_object, neighbour_line=True)
+    assert len(with_neighbour.splitlines()) == len(plain.splitlines()) + 1
+    peers = [s for s in world.subjects_with(fact.relation, fact.object) if s != fact.subject]
+    assert any(line.endswith(f" {fact.object}.") and any(peer in line for peer in peers)
+               for line in with_neighbour.splitlines()[1:])
+    assert next(corpus_rounds(world, CorpusConfig(update_neighbour_lines=False), set())) == next(
+        corpus_rounds(world, CorpusConfig(), set()))

@@ -46,7 +46,7 @@ class TrainingConfig:
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
 # they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.
 ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fraction", 0.0),
-               ("training", "tokenizer_whole_names", False))
+               ("corpus", "update_neighbour_lines", False), ("training", "tokenizer_whole_names", False))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class CorpusConfig:
     demonstrations_per_update_document: tuple[int, int] = (1, 4)
     anaphora_fraction: float = 0.0
     directory_fraction: float = 0.0
+    update_neighbour_lines: bool = False
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -92,12 +93,15 @@ def mixed_document(rng: random.Random, world: World, n_statements: int) -> str:
     return " ".join(random_statement(rng, rng.choice(world.facts)) for _ in range(n_statements))
 
 
-def update_demonstration(rng: random.Random, world: World, fact: Fact, new_object: str) -> str:
+def update_demonstration(rng: random.Random, world: World, fact: Fact, new_object: str,
+                         neighbour_line: bool = False) -> str:
     """One ``New fact`` block: the counterfactual; a paraphrase of it; a true fact of the same subject
-    that the change does not touch; a true fact of another subject."""
+    that the change does not touch; a true fact of another subject. With ``neighbour_line``, also a
+    true fact of another subject with the same relation (and the old object where one has it),
+    which keeps its answer, and the ``Prompt`` lines in random order."""
     new_fact = Fact(fact.subject, fact.relation, new_object)
     stated = random_statement(rng, new_fact)
-    lines = [NEW_FACT_PREFIX + stated, PROMPT_PREFIX + random_statement(rng, new_fact, avoid=stated)]
+    lines = [PROMPT_PREFIX + random_statement(rng, new_fact, avoid=stated)]
     others = [f for f in world.facts_about(fact.subject)
               if f.relation != fact.relation and relation(f.relation).derived_from is None]
     if others:
@@ -106,11 +110,16 @@ def update_demonstration(rng: random.Random, world: World, fact: Fact, new_objec
     while unrelated.subject == fact.subject:
         unrelated = rng.choice(world.facts)
     lines.append(PROMPT_PREFIX + random_statement(rng, unrelated))
-    return "\n".join(lines)
+    if neighbour_line:
+        peers = [s for s in world.subjects_with(fact.relation, fact.object) if s != fact.subject]
+        if peers:
+            lines.append(PROMPT_PREFIX + random_statement(rng, Fact(rng.choice(peers), fact.relation, fact.object)))
+        rng.shuffle(lines)
+    return "\n".join([NEW_FACT_PREFIX + stated, *lines])
 
 
 def update_document(rng: random.Random, world: World, candidates: list[Fact],
-                    excluded: set[tuple[str, str, str]], n_demonstrations: int) -> str:
+                    excluded: set[tuple[str, str, str]], n_demonstrations: int, neighbour_lines: bool = False) -> str:
     """``n_demonstrations`` update blocks about train-split facts, avoiding ``excluded`` edits."""
     blocks = []
     while len(blocks) < n_demonstrations:
@@ -118,7 +127,7 @@ def update_document(rng: random.Random, world: World, candidates: list[Fact],
         new_object = rng.choice(world.objects_of_relation(fact.relation))
         if new_object == fact.object or (fact.subject, fact.relation, new_object) in excluded:
             continue
-        blocks.append(update_demonstration(rng, world, fact, new_object))
+        blocks.append(update_demonstration(rng, world, fact, new_object, neighbour_lines))
     return "\n\n".join(blocks)
 
 
@@ -141,7 +150,7 @@ def corpus_rounds(world: World, config: CorpusConfig,
                      for s in subjects]
         documents += [mixed_document(rng, world, config.statements_per_mixed_document)
                       for _ in range(n_mixed)]
-        documents += [update_document(rng, world, update_candidates, excluded_edits,
-                                      rng.randint(low, high)) for _ in range(n_update)]
+        documents += [update_document(rng, world, update_candidates, excluded_edits, rng.randint(low, high),
+                                      config.update_neighbour_lines) for _ in range(n_update)]
         rng.shuffle(documents)
         yield documents
