@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench.editing.bench import bench_mend, bench_rome
 from workbench.editing.edit import EditRequest
-from workbench.editing.editor import LAYER_METHODS, Editor
+from workbench.editing.editor import LAYER_METHODS, Editor, method_hparams
 from workbench.editing.export import check_export_target, export_edited_model
 from workbench.editing.fingerprint import model_fingerprint
 from workbench.editing.mend import default_checkpoint_dir, save_mend
@@ -92,7 +92,7 @@ def cmd_mend_train(args) -> int:
     model, world = load_model_and_world(args.model)
     if world is None:
         raise ValueError("MEND trains on the model's fact world; this model has none")
-    hparams = Editor(model, "mend", args.hparams).hparams
+    hparams = method_hparams("mend", args.hparams)
     fingerprint = model_fingerprint(model)
     directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
     if directory.exists():

@@ -52,6 +52,17 @@ def statistics_texts(world: World | None, corpus_file: str | Path | None = None)
     return next(corpus_rounds(world, CorpusConfig(), set()))
 
 
+def method_hparams(method: str, hparams=None):
+    """``hparams`` as the method's dataclass: itself, read from a JSON file, or (None) the method's
+    default file in ``hparams/``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown editing method {method!r}; choose from {sorted(METHODS)}")
+    hparams_class, _, default_file = METHODS[method]
+    if hparams is None or isinstance(hparams, (str, Path)):
+        return hparams_class.from_json(hparams or HPARAMS_DIR / default_file)
+    return hparams
+
+
 def chosen_layer(layer: str | int, model, request: EditRequest) -> int:
     """``"auto"`` (the locator's choice from an MLP trace of the request prompt) or a layer number."""
     if layer == "auto":
@@ -73,12 +84,8 @@ class Editor:
 
     def __init__(self, model, method: str = "rome", hparams=None, world: World | None = None,
                  stats_corpus: str | Path | None = None, checkpoint: str | Path | None = None):
-        if method not in METHODS:
-            raise ValueError(f"unknown editing method {method!r}; choose from {sorted(METHODS)}")
-        hparams_class, self._compute, default_file = METHODS[method]
-        if hparams is None or isinstance(hparams, (str, Path)):
-            hparams = hparams_class.from_json(hparams or HPARAMS_DIR / default_file)
-        self.model, self.method, self.hparams = model, method, hparams
+        self.model, self.method, self.hparams = model, method, method_hparams(method, hparams)
+        self._compute = METHODS[method][1]
         self._world, self._stats_corpus = world, stats_corpus
         self._texts: list[str] | None = None
         self._moments: dict[int, Tensor] = {}
