@@ -34,7 +34,8 @@ def test_the_pool_comes_from_the_train_split_and_never_states_an_edit_case(tiny_
         new_object = entry.new_fact.rsplit(" ", 1)[1].rstrip(".")
         true_object = tiny_world.object_of(entry.subject, entry.relation)
         assert new_object != true_object and (entry.subject, entry.relation, new_object) not in excluded
-        assert entry.copy == entry.new_fact and entry.update != entry.copy and entry.update.endswith(f" {new_object}.")
+        assert entry.demonstration("copy") == f"New fact: {entry.new_fact}\nPrompt: {entry.new_fact}"
+        assert entry.update != entry.new_fact and entry.update.endswith(f" {new_object}.")
         assert entry.subject not in entry.retain
     assert demonstration_pool(tiny_world, seed=0) == pool
 
@@ -61,7 +62,7 @@ def test_the_context_holds_the_demonstrations_then_the_new_fact(tiny_bridge, tin
 def test_retrieval_never_uses_the_edited_subject(tiny_bridge, tiny_world):
     retriever = DemonstrationRetriever(tiny_bridge, tiny_world, IkeHparams())
     entry = retriever.pool[0]
-    request = EditRequest(entry.copy.rsplit(" ", 1)[0], entry.subject, "Nowhere")
+    request = EditRequest(entry.new_fact.rsplit(" ", 1)[0], entry.subject, "Nowhere")
     nearest = retriever.nearest(request, len(retriever.pool))
     assert any(e.subject == entry.subject for e in retriever.pool)
     assert nearest and all(e.subject != entry.subject for e in nearest)

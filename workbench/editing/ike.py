@@ -57,14 +57,15 @@ class PoolEntry:
     """A train-split fact with a counterfactual object, and the three prompts it can teach with."""
 
     new_fact: str
-    copy: str
     update: str
     retain: str
     subject: str
     relation: str
 
     def demonstration(self, kind: str) -> str:
-        return f"{NEW_FACT_PREFIX}{self.new_fact}\n{PROMPT_PREFIX}{getattr(self, kind)}"
+        """The block teaching ``kind``: ``copy`` asks the new fact itself."""
+        asked = self.new_fact if kind == "copy" else getattr(self, kind)
+        return f"{NEW_FACT_PREFIX}{self.new_fact}\n{PROMPT_PREFIX}{asked}"
 
 
 def kind_sequence(k: int, proportions: tuple[int, ...]) -> list[str]:
@@ -105,7 +106,6 @@ def demonstration_pool(world: World, seed: int) -> list[PoolEntry]:
         other = rng.choice(others)
         pool.append(PoolEntry(
             new_fact=statement(own.format(fact.subject), new_object),
-            copy=statement(own.format(fact.subject), new_object),
             update=statement(paraphrase.format(fact.subject), new_object),
             retain=statement(rng.choice(rel.corpus).format(other), world.object_of(other, fact.relation)),
             subject=fact.subject, relation=fact.relation))
