@@ -111,7 +111,8 @@ class MendHparams(HparamsFile):
     Training: ``train_steps`` Adam steps at ``lr`` (the log step sizes at ten times it) on batches of
     ``batch_size`` train-split edits; the loss is ``edit_weight`` times the NLL of the new target
     after a paraphrase of the edit prompt plus ``locality_weight`` times the KL divergence, at every
-    token of an unrelated fact's statement, of the edited model from the unedited one.
+    token of an unrelated and a same-relation neighbour statement, of the edited model from the
+    unedited one (``mend_training``).
     """
 
     method_name: ClassVar[str] = "MEND"

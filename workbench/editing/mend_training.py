@@ -81,7 +81,7 @@ def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
     for row, ids in enumerate(local):
         mask[row, :len(ids)] = True
     with torch.no_grad():
-        original = model(tokens)[1:][mask].float().log_softmax(-1)
+        original = model(tokens[1:])[mask].float().log_softmax(-1)
     with model.hooks(fwd_hooks=delta_hooks(mend_deltas(network, sites, pairs))):
         log_probs = model(tokens).float().log_softmax(-1)
     nll = -log_probs[0, target_positions, torch.tensor(target, device=device)].mean()
