@@ -30,6 +30,12 @@ def cmd_model_build(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    from workbench.dashboard.launch import run_dashboard
+
+    return run_dashboard(args.model, args.port, args.headless)
+
+
 def cmd_model_info(args) -> int:
     from workbench.model.info import model_info
     from workbench.model.loading import load_model_and_world
@@ -196,6 +202,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=lambda args: BENCHMARKS[args.target](args))
+
+    dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard (trace, edit, evaluate)")
+    dashboard.add_argument("--model", default="default", help="the model it starts with (default: %(default)s)")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.add_argument("--headless", action="store_true", help="do not open a browser")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", help="the whole story on one fact: beliefs, trace, locate, ROME, metrics")
     demo.add_argument("--model", default=None)

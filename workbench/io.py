@@ -39,8 +39,8 @@ def give_default_permissions(path: str | Path) -> None:
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
 
 
-def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename.
+def write_text_atomic(path: str | Path, text: str | bytes, overwrite: bool = False) -> Path:
+    """Write ``text`` (or bytes) to ``path`` through a temporary sibling and a rename.
 
     Refuses an existing ``path`` unless ``overwrite`` is true, so no user file is lost by accident.
     """
@@ -49,7 +49,7 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "w") as stream:
+        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as stream:
             stream.write(text)
         give_default_permissions(staging)
         os.replace(staging, path)

@@ -8,11 +8,13 @@ hooks, or in context for IKE), measured after.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from matplotlib.figure import Figure
 
 from workbench.editing.editor import LAYER_METHODS, METHODS, Editor
 from workbench.evaluation.cases import EditCase
@@ -20,6 +22,7 @@ from workbench.evaluation.metrics import measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
 from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.plotting import plt, save_figure
+from workbench.progress import Progress, reported
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,13 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
 
 
 def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], world=None,
-                    stats_corpus: str | None = None, checkpoint: str | None = None, progress: bool = True,
+                    stats_corpus: str | None = None, checkpoint: str | None = None, progress: Progress = True,
                     editors: dict[str, Editor] | None = None) -> dict[str, tuple[dict, list[dict]]]:
     """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
     once without an edit, then once per method with its edit applied). ``checkpoint``: MEND's
     editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
     editors by method name (for other hyperparameters); the other methods get default ones."""
-    befores = [measure(model, case) for case in tqdm(cases, desc="measuring before editing", disable=not progress)]
+    befores = [measure(model, case) for case in reported(cases, "measuring before editing", progress)]
     editors = dict(editors or {})
     compared = {}
     for spec in specs:
@@ -100,8 +103,31 @@ def comparison_table(compared: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def comparison_csv(compared: dict[str, dict]) -> str:
+    """CSV: one row per method with its edited layer(s), each headline metric's mean, 95% interval
+    and case count, fluency after and before, and the median edit time in seconds."""
+    cells = [(name, part) for name in HEADLINE_METRICS for part in ("mean", "ci95", "n")]
+    columns = ["method", "layer"] + [f"{name}_{part}" for name, part in cells]
+    columns += ["fluency", "fluency_before", "median_edit_seconds"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    for label, results in compared.items():
+        row = {"method": label, "layer": results["layer"], "fluency": results["fluency"]["mean"],
+               "fluency_before": results["fluency_before"]["mean"],
+               "median_edit_seconds": results["median_edit_seconds"]}
+        row.update({f"{name}_{part}": results[name][part] for name, part in cells})
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
 def plot_comparison(compared: dict[str, dict], path: str | Path, overwrite: bool = False) -> list[Path]:
-    """Grouped bars: each headline metric's mean per method, with 95% intervals (PNG and SVG)."""
+    """``comparison_figure`` saved as PNG and SVG."""
+    return save_figure(comparison_figure(compared), path, overwrite)
+
+
+def comparison_figure(compared: dict[str, dict]) -> Figure:
+    """Grouped bars: each headline metric's mean per method, with 95% intervals."""
     figure, axis = plt.subplots(figsize=(1.4 * len(HEADLINE_METRICS) + 1, 3.4))
     width = 0.8 / len(compared)
     for index, (label, results) in enumerate(compared.items()):
@@ -115,7 +141,7 @@ def plot_comparison(compared: dict[str, dict], path: str | Path, overwrite: bool
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     n_cases = next(iter(compared.values()))["n_cases"]
     axis.set_title(f"{n_cases} edit cases; weight edits through hooks, IKE in context", fontsize=9)
-    return save_figure(figure, path, overwrite)
+    return figure
 
 
 def write_comparison(out_dir: str | Path, compared: dict[str, tuple[dict, list[dict]]],

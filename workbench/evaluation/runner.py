@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from workbench.editing.edit import Edit
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure
 from workbench.io import json_safe, refuse_existing, write_json, write_text_atomic
+from workbench.progress import Progress, reported
 
 HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject")
 
@@ -43,7 +42,7 @@ def format_metric(value: dict) -> str:
 
 
 def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edit],
-             progress: bool = True, description: str = "evaluating edits",
+             progress: Progress = True, description: str = "evaluating edits",
              fluency_tokens: int = FLUENCY_TOKENS,
              befores: Sequence[Measurement] | None = None) -> tuple[dict, list[dict]]:
     """``(results, per-case records)``; the model is left as it was found (edits are hooks).
@@ -51,7 +50,7 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     ``befores``: the cases' measurements without any edit, when already made (``compare`` shares
     them between methods); else each case is measured before its edit."""
     records = []
-    for index, case in enumerate(tqdm(cases, desc=description, disable=not progress)):
+    for index, case in enumerate(reported(cases, description, progress)):
         before = befores[index] if befores is not None else measure(model, case, fluency_tokens)
         started = time.perf_counter()
         edit = compute(case)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from workbench.model.tokens import score_targets
+from workbench.progress import Progress, reported
 from workbench.tracing.groups import TOKEN_GROUPS, grouped
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
 
@@ -65,7 +65,7 @@ def average_traces(traces: Sequence[TraceResult]) -> tuple[dict[str, np.ndarray]
 
 
 def average_trace(model, facts: Sequence[dict], n: int = 100, config: TraceConfig | None = None,
-                  generator: torch.Generator | None = None, progress: bool = True) -> AverageTrace:
+                  generator: torch.Generator | None = None, progress: Progress = True) -> AverageTrace:
     """Trace the first ``n`` facts the model knows among ``facts`` and average them."""
     config = config or TraceConfig()
     generator = generator or torch.Generator().manual_seed(0)
@@ -73,7 +73,7 @@ def average_trace(model, facts: Sequence[dict], n: int = 100, config: TraceConfi
     if not chosen:
         raise ValueError("the model knows none of the given facts: nothing to trace")
     traces = [trace_fact(model, f["prompt"], f["subject"], f["answer"], config, generator)
-              for f in tqdm(chosen, desc="tracing facts", disable=not progress)]
+              for f in reported(chosen, "tracing facts", progress)]
     effects, counts = average_traces(traces)
     return AverageTrace(effects, counts, len(traces), len(facts),
                         float(np.mean([t.clean_prob for t in traces])),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
 from workbench.plotting import plt, save_figure
 from workbench.tracing.average import AverageTrace
 from workbench.tracing.groups import TOKEN_GROUPS
@@ -15,7 +18,13 @@ COLOURS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
 
 
 def plot_trace(trace: TraceResult, path: str | Path, overwrite: bool = False) -> list[Path]:
-    """Three panels (tokens x layers, colour = answer probability); subject tokens marked with *."""
+    """``trace_figure`` saved as PNG and SVG."""
+    return save_figure(trace_figure(trace), path, overwrite)
+
+
+def trace_figure(trace: TraceResult, chosen_layer: int | None = None) -> Figure:
+    """Three panels (tokens x layers, colour = answer probability); subject tokens marked with *.
+    ``chosen_layer``: the locator's layer, outlined in the MLP panel at the subject's last token."""
     kinds = list(trace.grids)
     start, end = trace.subject_span
     labels = [f"{token!r}*" if start <= i < end else repr(token) for i, token in enumerate(trace.tokens)]
@@ -26,14 +35,23 @@ def plot_trace(trace: TraceResult, path: str | Path, overwrite: bool = False) ->
                             vmin=min(trace.corrupted_prob, trace.grids[kind].min()))
         axis.set_yticks(range(len(labels)), labels if axis is axes[0][0] else [""] * len(labels))
         axis.set_xlabel("layer" if kind == "resid" else f"centre of a window of {trace.config.window} layers")
-        axis.set_title(TITLES[kind], fontsize=9)
         figure.colorbar(image, ax=axis)
+        title = TITLES[kind]
+        if kind == "mlp" and chosen_layer is not None:
+            axis.add_patch(Rectangle((chosen_layer - 0.5, end - 1.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
+            title += f"\n(outlined: the locator's layer {chosen_layer})"
+        axis.set_title(title, fontsize=9)
     figure.suptitle(y=1.02, t=f"p({trace.answer!r}) after '{trace.prompt}'  (clean {trace.clean_prob:.2f}, "
                     f"corrupted {trace.corrupted_prob:.2f})", fontsize=9)
-    return save_figure(figure, path, overwrite)
+    return figure
 
 
 def plot_average(average: AverageTrace, path: str | Path, overwrite: bool = False) -> list[Path]:
+    """``average_figure`` saved as PNG and SVG."""
+    return save_figure(average_figure(average), path, overwrite)
+
+
+def average_figure(average: AverageTrace) -> Figure:
     """Three panels of the mean indirect effect, token groups x layers."""
     kinds = list(average.effects)
     figure, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.2), squeeze=False)
@@ -45,4 +63,4 @@ def plot_average(average: AverageTrace, path: str | Path, overwrite: bool = Fals
         figure.colorbar(image, ax=axis)
     figure.suptitle(y=1.08, t=f"{average.n_facts} known facts (clean p {average.mean_clean_prob:.2f}, "
                     f"corrupted p {average.mean_corrupted_prob:.2f})", fontsize=9)
-    return save_figure(figure, path, overwrite)
+    return figure

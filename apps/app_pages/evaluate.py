@@ -1,0 +1,45 @@
+"""Evaluate: run the harness on N edit cases for the chosen methods; the comparison table, its
+bar chart, and downloads as JSON and CSV."""
+
+import json
+
+import streamlit as st
+
+from workbench.dashboard import ui
+from workbench.editing.editor import METHODS
+from workbench.evaluation.compare import (
+    compare_methods,
+    comparison_csv,
+    comparison_figure,
+    comparison_table,
+    parse_method_specs,
+)
+from workbench.io import json_safe
+
+st.header("Evaluate")
+shared = ui.shared_model()
+edits = ui.history().active_edits()
+if shared.world is None:
+    st.info("Evaluation uses the edit cases of the model's world; this model has none. "
+            "Use `workbench eval --cases FILE` from the command line for a file of cases.")
+    st.stop()
+if edits:
+    st.caption(f"evaluated on the model with this session's {len(edits)} active edits")
+methods = st.multiselect("methods", list(METHODS), ["rome", "ft-l"], key="evaluate_methods")
+n_cases = st.number_input("edit cases (test split)", 1, len(ui.world_cases(shared)), 10, key="evaluate_n")
+
+if st.button("Evaluate", key="evaluate_run", type="primary"):
+    with ui.shown_errors(), shared.use(edits) as model:
+        compared = compare_methods(model, ui.world_cases(shared)[:n_cases], parse_method_specs(",".join(methods)),
+                                   shared.world, progress=ui.progress_bar())
+        st.session_state["evaluate_table"] = {label: results for label, (results, _) in compared.items()}
+
+if "evaluate_table" in st.session_state:
+    table = st.session_state["evaluate_table"]
+    st.markdown(comparison_table(table))
+    st.pyplot(comparison_figure(table))
+    columns = st.columns(2)
+    columns[0].download_button("comparison.json", json.dumps(json_safe(table), indent=1), "comparison.json",
+                               "application/json", key="evaluate_json")
+    columns[1].download_button("comparison.csv", comparison_csv(table), "comparison.csv", "text/csv",
+                               key="evaluate_csv")

@@ -1,0 +1,27 @@
+"""History: the edits this session applied; turn any off; export the active ones into a new
+model directory."""
+
+import streamlit as st
+
+from workbench.dashboard import ui
+
+st.header("History")
+shared = ui.shared_model()
+history = ui.history()
+if not history.entries:
+    st.info("No edits yet in this session: apply one on the Edit page.")
+    st.stop()
+st.caption("Active edits are applied, as hooks, to everything this session runs; the shared model's weights are "
+           "never written.")
+for index, entry in enumerate(history.entries):
+    active = st.checkbox(entry.label, entry.active, key=f"history_active_{index}")
+    history.set_active(index, active)
+    layers = ", ".join(map(str, entry.edit.layers)) or "context"
+    st.caption(f"layers: {layers} · computed in {entry.edit.timings.get('total_s', 0):.2f} s")
+
+st.subheader("Export")
+out_dir = st.text_input("new model directory (must not exist)", key="history_out")
+if st.button("Commit the active edits into a new model directory", key="history_export"):
+    with ui.shown_errors(), st.spinner("writing the edited model"):
+        written = history.export(shared, out_dir.strip())
+        st.success(f"wrote {written} with {len(history.active_edits())} edits committed; the loaded model is unchanged")

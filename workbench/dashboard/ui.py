@@ -1,0 +1,161 @@
+"""Streamlit glue shared by the dashboard's pages: the shared model, the session's edits, inputs
+used on several pages, progress bars and errors shown in the page.
+
+The model a session uses is named by ``st.session_state["model_reference"]``; it starts as the
+``WORKBENCH_DASHBOARD_MODEL`` environment variable (set by ``workbench dashboard --model``), else
+``"default"``. Models are loaded once per process (``st.cache_resource``) and shared by sessions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from workbench.dashboard.launch import MODEL_ENV
+from workbench.dashboard.session import EditHistory, SharedModel
+from workbench.editing.edit import EditRequest
+from workbench.editing.editor import LAYER_METHODS, method_hparams
+from workbench.evaluation.cases import EditCase, parse_cases
+from workbench.model.info import model_info
+from workbench.model.tokens import top_next_tokens
+from workbench.progress import Progress
+from workbench.world import export_edit_cases
+
+TRAINING_NOTE = "the default model is trained on first use: about 15 minutes on 2 cores"
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_shared(reference: str) -> SharedModel:
+    return SharedModel.load(reference)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _world_cases(reference: str, _shared: SharedModel) -> list[EditCase]:
+    return parse_cases(export_edit_cases(_shared.world, "test"), "the world's test split")
+
+
+def world_cases(shared: SharedModel) -> list[EditCase]:
+    """The edit cases of the test split of the model's world (read once per model)."""
+    return _world_cases(shared.reference, shared)
+
+
+def model_reference() -> str:
+    if "model_reference" not in st.session_state:
+        st.session_state["model_reference"] = os.environ.get(MODEL_ENV, "default")
+    return st.session_state["model_reference"]
+
+
+def load_shared(reference: str) -> SharedModel:
+    """The shared model for ``reference``, loaded (with a spinner) if no session has yet."""
+    with st.spinner(f"loading {reference} ({TRAINING_NOTE})"):
+        return _load_shared(reference)
+
+
+def shared_model() -> SharedModel:
+    """The session's model; a page stops with the error shown when it cannot be loaded."""
+    with shown_errors():
+        return load_shared(model_reference())
+    st.stop()
+
+
+def history() -> EditHistory:
+    """This session's edits."""
+    if "history" not in st.session_state:
+        st.session_state["history"] = EditHistory()
+    return st.session_state["history"]
+
+
+@contextmanager
+def shown_errors() -> Iterator[None]:
+    """Show any error raised in the block as a message in the page (never a traceback); the
+    page goes on after the block."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
+        st.error(f"{type(error).__name__}: {error}")
+
+
+def progress_bar() -> Progress:
+    """A progress callback (``workbench.progress``) drawing a Streamlit progress bar."""
+    bar = st.progress(0.0)
+
+    def report(description: str, done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{description}: {done} of {total}")
+
+    return report
+
+
+def fact_input(shared: SharedModel, key: str) -> tuple[str, str, str, EditCase | None]:
+    """``(prompt, subject, current answer, case)``: a test-split case of the model's world, or a
+    typed fact (case None; the answer may be empty). Widgets are keyed ``{key}_source``,
+    ``{key}_case``, ``{key}_prompt``, ``{key}_subject`` and ``{key}_answer``."""
+    sources = ["a fact of the model's world", "a typed fact"] if shared.world else ["a typed fact"]
+    if st.radio("fact", sources, key=f"{key}_source", horizontal=True) == "a typed fact":
+        prompt = st.text_input("prompt", key=f"{key}_prompt", placeholder="The mother tongue of Danielle Darrieux is")
+        subject = st.text_input("subject, as it occurs in the prompt", key=f"{key}_subject",
+                                placeholder="Danielle Darrieux")
+        answer = st.text_input("current answer (empty: the model's top prediction)", key=f"{key}_answer")
+        return prompt, subject, answer, None
+    cases = world_cases(shared)
+    case = st.selectbox("fact (test split)", cases, key=f"{key}_case",
+                        format_func=lambda c: f"{c.request.prompt} … {c.request.ground_truth}")
+    return case.request.prompt, case.request.subject, case.request.ground_truth, case
+
+
+@st.cache_data(show_spinner="measuring the model's recall of its facts", max_entries=4)
+def _model_summary(reference: str, _shared: SharedModel) -> dict:
+    with _shared.use() as model:
+        return model_info(model, _shared.world)
+
+
+def model_summary(shared: SharedModel) -> dict:
+    """Architecture, size and (for a workbench model) fact recall of the unedited model."""
+    return _model_summary(shared.reference, shared)
+
+
+def world_facts(shared: SharedModel, search: str = "") -> list[dict]:
+    """The world's facts as table rows; with ``search``, those whose subject, relation or object
+    contains it (ignoring case)."""
+    needle = search.strip().lower()
+    rows = [{"subject": f.subject, "relation": f.relation, "object": f.object,
+             "split": shared.world.split_of(f.subject)} for f in shared.world.facts]
+    return [row for row in rows if needle in " ".join(row.values()).lower()] if needle else rows
+
+
+MAIN_HPARAMS = {
+    "rome": ("v_steps", "v_lr", "clamp_norm_factor", "kl_factor"),
+    "ft": ("steps", "lr"),
+    "ft-l": ("steps", "lr", "norm_constraint"),
+    "mend": (),
+    "ike": ("k", "reserve_tokens"),
+}
+
+
+def hparams_input(method: str, n_layers: int, key: str):
+    """``(hparams, layer)``: the method's default hyperparameters with its main ones (``MAIN_HPARAMS``)
+    changed in widgets keyed ``{key}_{field}``, and the layer (``"auto"`` or a number; None for
+    methods without one) from the widget ``{key}_layer``."""
+    defaults = method_hparams(method)
+    layer = None
+    if method in LAYER_METHODS:
+        default_layer = defaults.layer if defaults.layer < n_layers else "auto"
+        options = ["auto", *range(n_layers)]
+        layer = st.selectbox("layer (auto: the locator's choice)", options, options.index(default_layer),
+                             key=f"{key}_layer")
+    values = {}
+    columns = st.columns(max(len(MAIN_HPARAMS[method]), 1))
+    for column, name in zip(columns, MAIN_HPARAMS[method]):
+        default = getattr(defaults, name)
+        values[name] = column.number_input(name, value=default, key=f"{key}_{name}",
+                                           **({} if isinstance(default, int) else {"format": "%g"}))
+    return dataclasses.replace(defaults, **values), layer
+
+
+def edit_request(model, prompt: str, subject: str, answer: str, target: str) -> EditRequest:
+    """The request to edit; an empty ``answer`` becomes the model's top next token."""
+    answer = answer.strip() or top_next_tokens(model, model.tokenizer, prompt, 1)[0][0].strip()
+    return EditRequest(prompt, subject, target, answer)
