@@ -5,8 +5,8 @@ import torch
 
 from workbench.model.info import model_info
 from workbench.model.presets import preset
+from workbench.model.sources import WorldSource
 from workbench.model.training import learning_rate_at, token_blocks
-from workbench.world import build_world
 
 
 def test_tiny_model_recalls_its_facts(tiny_bridge, tiny_world):
@@ -28,10 +28,10 @@ def test_training_report_matches_a_fresh_measurement(tiny_model_dir, tiny_bridge
 
 def test_training_tokens_are_deterministic(tiny_bridge):
     recipe = preset("tiny")
-    world = build_world(recipe.world)
-    first = token_blocks(world, recipe, tiny_bridge.tokenizer, 4)
+    source = WorldSource(recipe)
+    first = token_blocks(source.rounds(), tiny_bridge.tokenizer, 4, recipe.architecture.n_ctx)
     assert first.shape == (4, recipe.architecture.n_ctx)
-    assert torch.equal(first, token_blocks(world, recipe, tiny_bridge.tokenizer, 4))
+    assert torch.equal(first, token_blocks(source.rounds(), tiny_bridge.tokenizer, 4, recipe.architecture.n_ctx))
     assert (first == tiny_bridge.tokenizer.eos_token_id).any()  # documents are separated
 
 
@@ -64,11 +64,9 @@ def test_training_is_deterministic_under_its_seed(tmp_path):
 def test_names_split_into_several_tokens_and_no_token_names_a_person():
     from collections import Counter
 
-    from workbench.model.training import world_tokenizer
-
     recipe = preset("default")
-    world = build_world(recipe.world)
-    tokenizer = world_tokenizer(world, recipe)
+    source = WorldSource(recipe)
+    world, tokenizer = source.world, source.tokenizer()
     tokens = {s.name: tokenizer(" " + s.name)["input_ids"] for s in world.subjects()}
     assert sum(len(t) >= 2 for t in tokens.values()) / len(tokens) >= 0.9
     people = [p.name for p in world.subjects("person")]

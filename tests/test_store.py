@@ -14,9 +14,9 @@ def fake_training(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_train_model(recipe, out_dir, progress=True):
+    def fake_train_model(recipe, out_dir, progress=True, source=None):
         calls.append(out_dir)
-        for name in store.EXPECTED_FILES:
+        for name in (*store.BASE_FILES, *(source or store.WorldSource).files):
             if name != store.MANIFEST_FILE:
                 (out_dir / name).write_text("{}")
         return {"fake": True}
@@ -45,13 +45,13 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(fake_training, damage):
         (directory / "model.safetensors").unlink()
     assert store.ensure_model("tiny", progress=False) == directory
     assert len(fake_training) == 2
-    assert store.is_complete(directory, preset("tiny"))
+    assert store.is_complete(directory, preset("tiny").fingerprint())
 
 
 def test_a_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
 
-    def failing_train_model(recipe, out_dir, progress=True):
+    def failing_train_model(recipe, out_dir, progress=True, source=None):
         (out_dir / "config.json").write_text("{}")
         raise FloatingPointError("training loss became nan at step 3")
 

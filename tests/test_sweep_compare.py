@@ -83,6 +83,16 @@ def test_compare_command_writes_table_chart_and_per_method_results(tmp_path, cap
     before = (tmp_path / "comparison.md").read_bytes()
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "comparison.md").read_bytes() == before
+    assert "| method (counterfact) | S | ES | PS | NS |" in markdown  # the standard scores' table follows
+
+
+def test_compare_can_skip_fluency(tmp_path):
+    args = ["compare", "--model", "tiny", "--methods", "ft-l", "--n", "2", "--fluency-tokens", "0", "--out",
+            str(tmp_path)]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "comparison.json").read_text())
+    assert table["ft-l"]["fluency"]["n"] == 0 and table["ft-l"]["scores"]["ES"] is not None
+    assert "| ft-l | 0 |" in (tmp_path / "comparison.md").read_text()
 
 
 def test_write_comparison_checks_every_file_before_writing_any(tmp_path):

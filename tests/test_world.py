@@ -145,12 +145,12 @@ def test_directory_lines_open_paragraphs_and_leave_the_default_corpus_alone(worl
 
 def test_a_whole_name_tokenizer_keeps_every_invented_word_in_one_token():
     from workbench.model.presets import preset
+    from workbench.model.sources import WorldSource
     from workbench.model.tokenizer import invented_words
-    from workbench.model.training import world_tokenizer
 
     recipe = preset("tiny").with_overrides("whole", {"training": {"tokenizer_whole_names": True}})
     world = build_world(recipe.world)
-    whole, split = world_tokenizer(world, recipe), world_tokenizer(world, preset("tiny"))
+    whole, split = WorldSource(recipe).tokenizer(), WorldSource(preset("tiny")).tokenizer()
     words = invented_words(world)
     assert all(len(whole.tokenize(" " + word)) == 1 for word in words)
     assert sum(len(split.tokenize(" " + word)) for word in words) > 2 * len(words)

@@ -86,7 +86,8 @@ def edit(model, request: EditRequest, method: str = "rome", layer: int | str | N
     """Compute an edit (nothing is written to the model); apply it with ``with edit.applied(model):``
     or commit it with ``workbench.commit``. ``layer``: a number, ``"auto"``, or None for the
     hyperparameter file's."""
-    return Editor(model, method, hparams, world_of(model), stats_corpus)(request, layer)
+    corpus = loading.statistics_corpus(stats_corpus, source_of(model))
+    return Editor(model, method, hparams, world_of(model), corpus)(request, layer)
 
 
 def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome", layer: int | str | None = None,
@@ -94,7 +95,7 @@ def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome
     """Edit each case with ``method`` through hooks and measure it before and after; the
     aggregate metrics (mean, ci95, n) and, under ``"cases"``, every case's record."""
     cases = list(cases if cases is not None else edit_cases(model))[:n]
-    editor = Editor(model, method, hparams, world_of(model))
+    editor = Editor(model, method, hparams, world_of(model), loading.statistics_corpus(None, source_of(model)))
     results, records = run_evaluation(model, cases, lambda case: editor(case.request, layer), progress=progress)
     return {**results, "method": method, "cases": records}
 

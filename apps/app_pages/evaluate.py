@@ -13,6 +13,7 @@ from workbench.evaluation.compare import (
     comparison_figure,
     comparison_table,
     parse_method_specs,
+    scores_table,
 )
 from workbench.io import json_safe
 
@@ -37,6 +38,7 @@ if st.button("Evaluate", key="evaluate_run", type="primary"):
 if "evaluate_table" in st.session_state:
     table = st.session_state["evaluate_table"]
     st.markdown(comparison_table(table))
+    st.markdown(scores_table(table))
     st.pyplot(comparison_figure(table))
     columns = st.columns(2)
     columns[0].download_button("comparison.json", json.dumps(json_safe(table), indent=1), "comparison.json",

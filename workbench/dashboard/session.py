@@ -18,6 +18,7 @@ from workbench import api
 from workbench.editing.edit import Edit, applied_edits
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
+from workbench.model.loading import statistics_corpus
 from workbench.world import World
 
 
@@ -51,7 +52,8 @@ class SharedModel:
         with self.lock:
             key = (method, hparams)
             if key not in self._editors:
-                self._editors[key] = Editor(self.model, method, hparams, self.world)
+                corpus = statistics_corpus(None, self.source)
+                self._editors[key] = Editor(self.model, method, hparams, self.world, corpus)
             return self._editors[key]
 
 

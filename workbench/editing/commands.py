@@ -15,11 +15,23 @@ from workbench.editing.mend import default_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend
 from workbench.editing.report import format_before_after, predictions, probe_prompts
 from workbench.evaluation.cases import EditCase, load_edit_cases, parse_cases
-from workbench.evaluation.compare import compare_methods, comparison_table, parse_method_specs, write_comparison
+from workbench.evaluation.compare import (
+    compare_methods,
+    comparison_table,
+    parse_method_specs,
+    scores_table,
+    write_comparison,
+)
+from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
 from workbench.io import refuse_existing
-from workbench.model.loading import load_model_and_world, resolve_model
+from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus
 from workbench.world import World, export_edit_cases
+
+
+def stats_file(args) -> str | Path | None:
+    """Key-statistics texts: ``--stats-corpus``, else the model's own corpus file, if it has one."""
+    return statistics_corpus(args.stats_corpus, args.model)
 
 
 def world_case(world: World | None, prompt: str, subject: str) -> EditCase | None:
@@ -38,7 +50,7 @@ def cmd_edit(args) -> int:
     truth = args.ground_truth or (case.request.ground_truth if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
     layer = args.layer or ("auto" if args.method in LAYER_METHODS else None)
-    edit = Editor(model, args.method, args.hparams, world, args.stats_corpus, args.checkpoint)(request, layer)
+    edit = Editor(model, args.method, args.hparams, world, stats_file(args), args.checkpoint)(request, layer)
     probes = probe_prompts(request, case)
     before = predictions(model, probes, request)
     with edit.applied(model):
@@ -64,7 +76,7 @@ def cmd_edit(args) -> int:
 def cmd_eval(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)
-    editor = Editor(model, args.method, args.hparams, world, args.stats_corpus, args.checkpoint)
+    editor = Editor(model, args.method, args.hparams, world, stats_file(args), args.checkpoint)
     results, records = evaluate(model, cases[: args.n], lambda case: editor(case.request, args.layer))
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
@@ -73,6 +85,7 @@ def cmd_eval(args) -> int:
     for name in HEADLINE_METRICS:
         if results[name]["mean"] is not None:
             print(f"  {name:>14}: {format_metric(results[name])} (n={results[name]['n']})")
+    print(f"  {format_scores(results['scores'])}")
     return 0
 
 
@@ -81,9 +94,11 @@ def cmd_compare(args) -> int:
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
-    compared = compare_methods(model, cases, specs, world, args.stats_corpus, args.checkpoint)
+    compared = compare_methods(model, cases, specs, world, stats_file(args), args.checkpoint,
+                               fluency_tokens=args.fluency_tokens)
     write_comparison(args.out, compared, overwrite=args.force)
-    print(comparison_table({label: pair[0] for label, pair in compared.items()}))
+    table = {label: pair[0] for label, pair in compared.items()}
+    print(comparison_table(table) + "\n\n" + scores_table(table))
     print(f"\n{len(cases)} cases -> {args.out}/comparison.{{md,json,png}}")
     return 0
 
@@ -112,7 +127,7 @@ def cmd_bench_mend(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
     result = bench_mend(cases, Editor(model, "mend", args.hparams, world, checkpoint=args.checkpoint),
-                        Editor(model, "rome", None, world, args.stats_corpus))
+                        Editor(model, "rome", None, world, stats_file(args)))
     return print_result(args, result, f"median edit over {result['n_edits']} edits: MEND "
                         f"{result['mend_edit_s'] * 1000:.1f} ms, ROME {result['rome_edit_s'] * 1000:.1f} ms "
                         f"(key statistics in hand); ratio {result['latency_ratio']:.3f}")
@@ -121,7 +136,7 @@ def cmd_bench_mend(args) -> int:
 def cmd_bench_rome(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
-    result = bench_rome(model, cases, Editor(model, "rome", args.hparams, world, args.stats_corpus))
+    result = bench_rome(model, cases, Editor(model, "rome", args.hparams, world, stats_file(args)))
     return print_result(args, result, f"ROME at layer {result['layer']}: key statistics over "
                         f"{result['key_stats_tokens']} tokens {result['key_statistics_s']:.2f} s (once per layer, "
                         f"then cached); median edit {result['median_edit_s']:.2f} s and median evaluation "

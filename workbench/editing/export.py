@@ -1,9 +1,10 @@
 """Export an edited model as a new Hugging Face directory; the base model is never written.
 
 The base model is loaded afresh from its own directory, every edit's deltas are added to its MLP
-output weights, and the result is saved (with the tokenizer, the fact world of a workbench-trained
-model, and ``edits.json`` describing the edits) into a temporary sibling of the target that is
-renamed into place only when complete. The target must not exist. The shared, possibly hooked,
+output weights, and the result is saved into a temporary sibling of the target that is renamed
+into place only when complete: the weights, the tokenizer, the companion files of a
+workbench-trained model (its fact world, or the facts and corpus of a case file) and
+``edits.json`` describing the edits. The target must not exist. The shared, possibly hooked,
 model in memory is not touched at all.
 """
 
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.editing.edit import Edit, add_to_weight, require_weight_edits
 from workbench.io import staged_directory
-from workbench.model.training import WORLD_FILE
+from workbench.model.sources import COMPANION_FILES
 
 EDITS_FILE = "edits.json"
 
@@ -52,8 +53,9 @@ def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: st
     with staged_directory(out_dir) as staging:
         model.save_pretrained(staging)
         AutoTokenizer.from_pretrained(base_dir, local_files_only=True).save_pretrained(staging)
-        if (base_dir / WORLD_FILE).is_file():
-            shutil.copyfile(base_dir / WORLD_FILE, staging / WORLD_FILE)
+        for name in COMPANION_FILES:
+            if (base_dir / name).is_file():
+                shutil.copyfile(base_dir / name, staging / name)
         manifest = {"base_model": str(base_dir.resolve()), "edits": describe_edits(edits)}
         (staging / EDITS_FILE).write_text(json.dumps(manifest, indent=1))
     return out_dir

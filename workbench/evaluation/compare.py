@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from workbench.editing.editor import LAYER_METHODS, METHODS, Editor
 from workbench.evaluation.cases import EditCase
-from workbench.evaluation.metrics import measure
+from workbench.evaluation.metrics import FLUENCY_TOKENS, measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
 from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.plotting import plt, save_figure
@@ -53,12 +53,14 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
 
 def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], world=None,
                     stats_corpus: str | None = None, checkpoint: str | None = None, progress: Progress = True,
-                    editors: dict[str, Editor] | None = None) -> dict[str, tuple[dict, list[dict]]]:
+                    editors: dict[str, Editor] | None = None,
+                    fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, tuple[dict, list[dict]]]:
     """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
     once without an edit, then once per method with its edit applied). ``checkpoint``: MEND's
     editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
-    editors by method name (for other hyperparameters); the other methods get default ones."""
-    befores = [measure(model, case) for case in reported(cases, "measuring before editing", progress)]
+    editors by method name (for other hyperparameters); the other methods get default ones.
+    ``fluency_tokens``: length of the generations that measure fluency (0: no fluency)."""
+    befores = [measure(model, case, fluency_tokens) for case in reported(cases, "measuring before editing", progress)]
     editors = dict(editors or {})
     compared = {}
     for spec in specs:
@@ -67,7 +69,8 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
                                           checkpoint=checkpoint)
         editor = editors[spec.method]
         results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e(case.request, s.layer),
-                                    progress=progress, description=spec.label, befores=befores)
+                                    progress=progress, description=spec.label, fluency_tokens=fluency_tokens,
+                                    befores=befores)
         results["method"], results["layer"] = spec.method, edited_layers(spec, editor)
         compared[spec.label] = (results, records)
     return compared
@@ -100,6 +103,17 @@ def comparison_table(compared: dict[str, dict]) -> str:
         cells.append("n/a" if fluency is None else f"{fluency:.2f} (before {fluency_before:.2f})")
         cells.append(f"{results['median_edit_seconds']:.2f} s")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scores_table(compared: dict[str, dict]) -> str:
+    """Markdown: the benchmark's standard scores (``protocol``), in percent, one row per method."""
+    first = next(iter(compared.values()))["scores"]
+    names = [name for name in first if name != "benchmark"]
+    lines = [f"| method ({first['benchmark']}) | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for label, results in compared.items():
+        values = [results["scores"][name] for name in names]
+        lines.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -155,6 +169,7 @@ def write_comparison(out_dir: str | Path, compared: dict[str, tuple[dict, list[d
     for label, (results, records) in compared.items():
         write_results(out_dir / label, results, records, overwrite=overwrite)
     table = {label: pair[0] for label, pair in compared.items()}
-    write_text_atomic(out_dir / "comparison.md", comparison_table(table) + "\n", overwrite=overwrite)
+    write_text_atomic(out_dir / "comparison.md", comparison_table(table) + "\n\n" + scores_table(table) + "\n",
+                      overwrite=overwrite)
     plot_comparison(table, out_dir / "comparison.png", overwrite)
     write_json(out_dir / "comparison.json", table, overwrite=overwrite)

@@ -6,6 +6,10 @@ them into the case's metrics:
 - ``efficacy``: p(target_new) > p(ground_truth) on the edit prompt; ``efficacy_accuracy``: the
   teacher-forced token accuracy of target_new there;
 - ``paraphrase``: share of paraphrase prompts where p(target_new) > p(ground_truth);
+  ``paraphrase_accuracy``: mean teacher-forced token accuracy of target_new there;
+- ``neighborhood_score``: share of neighbourhood prompts whose own answer stays more probable
+  than target_new (CounterFact's NS); ``specificity`` (``_before``): mean teacher-forced token
+  accuracy of the neighbourhood prompts' own answers after (before) the edit (zsRE's);
 - ``reverse``, ``portability``: mean teacher-forced token accuracy of the expected answers (NaN
   without prompts); ``*_before`` is the same before the edit, the baseline a multi-token answer's
   easy later tokens earn without any edit;
@@ -39,10 +43,12 @@ class Measurement:
     edit_accuracy: float
     paraphrase_new: list[float]
     paraphrase_true: list[float]
+    paraphrase_accuracy: list[float]
     reverse_accuracy: list[float]
     portability_accuracy: list[float]
     locality_answer: dict[str, list[float]]
     locality_new: dict[str, list[float]]
+    locality_accuracy: dict[str, list[float]]
     locality_distributions: dict[str, torch.Tensor]
     fluency: float
 
@@ -74,19 +80,21 @@ def measure(model, case: EditCase, fluency_tokens: int = FLUENCY_TOKENS) -> Meas
     paraphrase = _scores(model, paraphrase_prompts * 2, [new] * n + [true] * n)
     reverse = _scores(model, [p.prompt for p in case.reverse], [p.answer for p in case.reverse])
     portability = _scores(model, [p.prompt for p in case.portability], [p.answer for p in case.portability])
-    answers, news, distributions = {}, {}, {}
+    answers, news, accuracies, distributions = {}, {}, {}, {}
     for group, probes in (("neighbours", case.neighbours), ("same_subject", case.same_subject)):
         scores = _scores(model, [p.prompt for p in probes] * 2, [p.answer for p in probes] + [new] * len(probes))
         answers[group] = scores.log_prob[: len(probes)].tolist() if scores is not None else []
         news[group] = scores.log_prob[len(probes):].tolist() if scores is not None else []
+        accuracies[group] = scores.token_accuracy[: len(probes)].tolist() if scores is not None else []
         distributions[group] = _next_token_log_probs(model, probes)
     return Measurement(
         edit.log_prob[0].item(), edit.log_prob[1].item(), edit.token_accuracy[0].item(),
         paraphrase.log_prob[:n].tolist() if paraphrase is not None else [],
         paraphrase.log_prob[n:].tolist() if paraphrase is not None else [],
+        paraphrase.token_accuracy[:n].tolist() if paraphrase is not None else [],
         reverse.token_accuracy.tolist() if reverse is not None else [],
         portability.token_accuracy.tolist() if portability is not None else [],
-        answers, news, distributions,
+        answers, news, accuracies, distributions,
         ngram_entropy(greedy_continuation(model, request.prompt, fluency_tokens)) if fluency_tokens else math.nan)
 
 
@@ -101,6 +109,11 @@ def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
         "efficacy": float(after.edit_new > after.edit_true),
         "efficacy_accuracy": after.edit_accuracy,
         "paraphrase": _mean(float(a > b) for a, b in zip(after.paraphrase_new, after.paraphrase_true)),
+        "paraphrase_accuracy": _mean(after.paraphrase_accuracy),
+        "neighborhood_score": _mean(float(a > b) for a, b in zip(after.locality_answer["neighbours"],
+                                                                  after.locality_new["neighbours"])),
+        "specificity": _mean(after.locality_accuracy["neighbours"]),
+        "specificity_before": _mean(before.locality_accuracy["neighbours"]),
         "reverse": _mean(after.reverse_accuracy),
         "portability": _mean(after.portability_accuracy),
         "reverse_before": _mean(before.reverse_accuracy),

@@ -15,6 +15,7 @@ from pathlib import Path
 from workbench.editing.edit import Edit
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure
+from workbench.evaluation.protocol import protocol_scores
 from workbench.io import json_safe, refuse_existing, write_json, write_text_atomic
 from workbench.progress import Progress, reported
 
@@ -65,6 +66,7 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     seconds = sorted(r["edit_seconds"] for r in records)
     results["median_edit_seconds"] = seconds[len(seconds) // 2] if seconds else None
     results["n_cases"] = len(records)
+    results["scores"] = protocol_scores(results, cases[0].source if cases else "")
     return results, records
 
 

@@ -17,8 +17,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.model.presets import PRESETS
+from workbench.model.sources import CORPUS_FILE, WORLD_FILE
 from workbench.model.store import ensure_model
-from workbench.model.training import WORLD_FILE
 from workbench.world import World
 
 
@@ -72,3 +72,14 @@ def load_model_and_world(reference: str | Path | None = None):
     resolved = resolve_model(reference)
     bridge = load_model(resolved)
     return bridge, load_world(resolved) if isinstance(resolved, Path) else None
+
+
+def statistics_corpus(given: str | Path | None, reference: str | Path | None) -> str | Path | None:
+    """The texts file for ROME's key statistics: ``given``, else the corpus that a model trained on
+    a case file's facts carries (``corpus.txt``), else None (a workbench world's model reads its
+    world's corpus)."""
+    if given:
+        return given
+    resolved = resolve_model(reference, progress=False)
+    path = resolved / CORPUS_FILE if isinstance(resolved, Path) else None
+    return path if path is not None and path.is_file() else None

@@ -1,11 +1,11 @@
-"""Training the default model from scratch: corpus -> tokenizer -> GPT-2 -> HF directory."""
+"""Training a model from scratch: source (``sources``) -> tokenizer -> GPT-2 -> HF directory."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -14,31 +14,15 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench.model.presets import Recipe
-from workbench.model.recall import fact_recall
-from workbench.model.tokenizer import anonymised_texts, train_tokenizer
-from workbench.world import World, build_world, corpus_rounds
-from workbench.world.cases import edit_triples
+from workbench.model.sources import RecordSource, WorldSource
 
-WORLD_FILE = "world.json"
 REPORT_FILE = "training_report.json"
 
 
-def world_tokenizer(world: World, recipe: Recipe):
-    """The recipe's tokenizer, trained on rounds of the world's corpus: anonymised (names stay
-    multi-token) unless ``tokenizer_whole_names``."""
-    cfg = recipe.training
-    documents = itertools.chain.from_iterable(itertools.islice(corpus_rounds(world, recipe.corpus, set()),
-                                                               cfg.tokenizer_rounds))
-    texts = documents if cfg.tokenizer_whole_names else anonymised_texts(world, documents, cfg.seed)
-    return train_tokenizer(texts, recipe.architecture.vocab_size, cfg.tokenizer_min_frequency)
-
-
-def token_blocks(world: World, recipe: Recipe, tokenizer, n_blocks: int) -> torch.Tensor:
+def token_blocks(rounds: Iterator[list[str]], tokenizer, n_blocks: int, n_ctx: int) -> torch.Tensor:
     """``[n_blocks, n_ctx]`` token ids: corpus documents, each preceded by end-of-text, packed."""
-    n_ctx = recipe.architecture.n_ctx
     needed = n_blocks * n_ctx
     ids: list[int] = []
-    rounds = corpus_rounds(world, recipe.corpus, edit_triples(world, recipe.training.edit_case_seed))
     while len(ids) < needed:
         for document in tokenizer(next(rounds), add_special_tokens=False)["input_ids"]:
             ids.append(tokenizer.eos_token_id)
@@ -102,17 +86,19 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4)
 
 
-def train_model(recipe: Recipe, out_dir: Path, progress: bool = True, device: str = "cpu") -> dict:
+def train_model(recipe: Recipe, out_dir: Path, progress: bool = True, device: str = "cpu",
+                source: WorldSource | RecordSource | None = None) -> dict:
     """Train ``recipe`` on ``device`` and write a standard HF directory (config, safetensors,
-    tokenizer) plus ``world.json`` and ``training_report.json`` into ``out_dir`` (which must exist
-    and be empty). Deterministic under ``recipe.training.seed`` on a given device and thread
-    count. Returns the training report; ``train_seconds`` counts everything before evaluation."""
+    tokenizer) plus the source's companion files (``sources``; default: the recipe's world) and
+    ``training_report.json`` into ``out_dir`` (which must exist and be empty). Deterministic
+    under ``recipe.training.seed`` on a given device and thread count. Returns the training
+    report; ``train_seconds`` counts everything before evaluation."""
     started = time.perf_counter()
     torch.manual_seed(recipe.training.seed)
-    world = build_world(recipe.world)
-    tokenizer = world_tokenizer(world, recipe)
+    source = source or WorldSource(recipe)
+    tokenizer = source.tokenizer()
     cfg = recipe.training
-    blocks = token_blocks(world, recipe, tokenizer, cfg.steps * cfg.batch_size).to(device)
+    blocks = token_blocks(source.rounds(), tokenizer, cfg.steps * cfg.batch_size, recipe.architecture.n_ctx).to(device)
     model = new_model(recipe, tokenizer).to(device)
     losses = optimise(model, blocks, recipe, progress)
     train_seconds = time.perf_counter() - started
@@ -124,13 +110,12 @@ def train_model(recipe: Recipe, out_dir: Path, progress: bool = True, device: st
         "tokens_per_second": round(blocks.numel() / train_seconds),
         "loss_curve": [_mean(losses[i:i + 20]) for i in range(0, len(losses), 20)],
         "final_loss": _mean(losses[-20:]),
-        "recall_corpus": fact_recall(model, tokenizer, world, "corpus"),
-        "recall_heldout": fact_recall(model, tokenizer, world, "heldout"),
+        **source.recall(model, tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     transformers.utils.logging.disable_progress_bar()
     model.cpu().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / WORLD_FILE).write_text(json.dumps(world.to_dict()))
+    source.write(out_dir)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return report

@@ -7,7 +7,7 @@ import json
 import torch
 
 from workbench.io import refuse_existing, write_json
-from workbench.model.loading import load_model_and_world
+from workbench.model.loading import load_model_and_world, statistics_corpus
 from workbench.plotting import figure_paths
 from workbench.tracing.average import average_trace
 from workbench.tracing.bench import bench_tracing
@@ -109,7 +109,7 @@ def _location_by_sweep(args, bridge, world) -> dict:
     from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep
 
     cases = load_edit_cases(args.cases, world)[: args.sweep_cases]
-    editor = Editor(bridge, args.method, args.hparams, world, args.stats_corpus)
+    editor = Editor(bridge, args.method, args.hparams, world, statistics_corpus(args.stats_corpus, args.model))
     rows = layer_sweep(bridge, cases, editor, _sweep_layers(args.layers, bridge.cfg.n_layers))
     if args.plot:
         plot_layer_sweep(rows, args.plot, f"{args.method.upper()} layer sweep, {len(cases)} cases per layer",

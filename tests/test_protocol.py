@@ -1,0 +1,76 @@
+"""The field's standard scores: CounterFact's S, ES, PS, NS and zsRE's accuracies, from real
+measurements on the tiny model and from the aggregate arithmetic."""
+
+import math
+
+import pytest
+
+from workbench.editing.editor import Editor
+from workbench.evaluation.cases import parse_cases
+from workbench.evaluation.protocol import format_scores, harmonic_mean, protocol_scores
+from workbench.evaluation.runner import evaluate
+from workbench.model.tokens import score_targets
+from workbench.world import export_edit_cases
+
+
+def as_zsre_record(case) -> dict:
+    """A world case written as MEND's zsRE record (question, rephrase, unrelated question)."""
+    request, neighbour = case.request, case.neighbours[0]
+    return {"subject": request.subject, "src": request.prompt, "rephrase": case.paraphrases[0].prompt,
+            "alt": request.target_new, "answers": [request.ground_truth], "loc": neighbour.prompt,
+            "loc_ans": neighbour.answer}
+
+
+@pytest.fixture(scope="module")
+def world_cases(tiny_world):
+    return [c for c in parse_cases(export_edit_cases(tiny_world, "test")) if c.neighbours and c.paraphrases][:4]
+
+
+@pytest.fixture(scope="module")
+def ft_l(tiny_bridge, tiny_world):
+    return Editor(tiny_bridge, "ft-l", world=tiny_world)
+
+
+def test_counterfact_scores_are_the_shares_the_paper_defines(tiny_bridge, world_cases, ft_l):
+    results, records = evaluate(tiny_bridge, world_cases, lambda case: ft_l(case.request), progress=False,
+                                fluency_tokens=0)
+    for case, record in zip(world_cases, records):
+        metrics = record["metrics"]
+        assert metrics["neighborhood_score"] >= metrics["neighborhood"]  # NS does not ask the top token to stay
+        with ft_l(case.request).applied(tiny_bridge):
+            prompts = [p.prompt for p in case.neighbours] * 2
+            targets = [p.answer for p in case.neighbours] + [case.request.target_new] * len(case.neighbours)
+            log_p = score_targets(tiny_bridge, tiny_bridge.tokenizer, prompts, targets).log_prob
+        n = len(case.neighbours)
+        assert metrics["neighborhood_score"] == pytest.approx(float((log_p[:n] > log_p[n:]).float().mean()))
+    scores = results["scores"]
+    assert scores["benchmark"] == "counterfact"
+    assert scores["ES"] == pytest.approx(100 * results["efficacy"]["mean"])
+    assert scores["NS"] == pytest.approx(100 * results["neighborhood_score"]["mean"])
+    assert scores["S"] == pytest.approx(harmonic_mean([scores["ES"], scores["PS"], scores["NS"]]))
+
+
+def test_zsre_records_get_token_accuracies(tiny_bridge, world_cases, ft_l):
+    cases = parse_cases([as_zsre_record(c) for c in world_cases], "zsre records")
+    results, records = evaluate(tiny_bridge, cases, lambda case: ft_l(case.request), progress=False,
+                                fluency_tokens=0)
+    scores = results["scores"]
+    assert set(scores) == {"benchmark", "efficacy", "paraphrase", "specificity"} and scores["benchmark"] == "zsre"
+    assert scores["efficacy"] == pytest.approx(100 * results["efficacy_accuracy"]["mean"])
+    assert scores["specificity"] == pytest.approx(100 * results["specificity"]["mean"])
+    case = cases[0]
+    before = score_targets(tiny_bridge, tiny_bridge.tokenizer, [case.neighbours[0].prompt],
+                           [case.neighbours[0].answer]).token_accuracy.item()
+    assert records[0]["metrics"]["specificity_before"] == pytest.approx(before)
+
+
+def test_the_harmonic_mean_and_missing_scores():
+    def result(mean):
+        return {"mean": mean}
+
+    full = {"efficacy": result(1.0), "paraphrase": result(0.5), "neighborhood_score": result(0.5)}
+    assert protocol_scores(full, "easyedit")["S"] == pytest.approx(60.0)
+    assert protocol_scores({**full, "paraphrase": result(0.0)}, "rome")["S"] == 0.0
+    missing = protocol_scores({**full, "neighborhood_score": result(None)}, "workbench")
+    assert missing["S"] is None and missing["NS"] is None and math.isclose(missing["ES"], 100.0)
+    assert format_scores(missing) == "counterfact: S n/a, ES 100.0, PS 50.0, NS n/a"
