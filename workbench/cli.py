@@ -27,7 +27,7 @@ def cmd_model_build(args) -> int:
     if args.facts and where:
         source = records_source(args.facts, args.test_records, preset(args.preset))
         build_into(source.recipe, where, source=source,
-                   fingerprint=records_fingerprint(source.recipe, args.facts, source.n_test))
+                   fingerprint=records_fingerprint(source))
     elif args.facts:
         where = ensure_records_model(args.facts, args.test_records, args.preset)
     elif where:

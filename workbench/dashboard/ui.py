@@ -15,15 +15,15 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from workbench import api
 from workbench.dashboard.launch import MODEL_ENV
 from workbench.dashboard.session import EditHistory, SharedModel
 from workbench.editing.edit import EditRequest
 from workbench.editing.editor import LAYER_METHODS, method_hparams
-from workbench.evaluation.cases import EditCase, parse_cases
+from workbench.evaluation.cases import EditCase
 from workbench.model.info import model_info
 from workbench.model.tokens import top_next_tokens
 from workbench.progress import Progress
-from workbench.world import export_edit_cases
 
 TRAINING_NOTE = "the default model is trained on first use: about 15 minutes on 2 cores"
 
@@ -35,7 +35,7 @@ def _load_shared(reference: str) -> SharedModel:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _world_cases(reference: str, _shared: SharedModel) -> list[EditCase]:
-    return parse_cases(export_edit_cases(_shared.world, "test"), "the world's test split")
+    return api.edit_cases(_shared.model, "test")
 
 
 def world_cases(shared: SharedModel) -> list[EditCase]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from workbench.evaluation.cases import read_cases
 from workbench.io import staged_directory
 from workbench.model.presets import Recipe, preset
-from workbench.model.sources import RecordSource, WorldSource, file_digest
+from workbench.model.sources import RecordSource, WorldSource
 from workbench.model.training import REPORT_FILE, train_model
 
 MANIFEST_FILE = "workbench.json"
@@ -87,8 +87,9 @@ def ensure_model(name: str = "default", progress: bool = True) -> Path:
                    lambda target: build_into(recipe, target, progress=progress))
 
 
-def records_fingerprint(recipe: Recipe, cases_file: str | Path, n_test: int) -> str:
-    payload = json.dumps([recipe.fingerprint(), file_digest(cases_file), n_test]).encode()
+def records_fingerprint(source: RecordSource) -> str:
+    """The cache key of a model of ``source``: its recipe, its file's SHA-256 and its split."""
+    payload = json.dumps([source.recipe.fingerprint(), source.description["sha256"], source.n_test]).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -104,6 +105,6 @@ def ensure_records_model(cases_file: str | Path, n_test: int | None = None, pres
     """The cached model of ``cases_file``'s true facts (``records_source``) trained with the
     recipe of ``preset_name``, trained first if missing."""
     source = records_source(cases_file, n_test, preset(preset_name))
-    fingerprint = records_fingerprint(source.recipe, cases_file, source.n_test)
+    fingerprint = records_fingerprint(source)
     return _ensure(cache_root() / "models" / f"facts-{preset_name}-{fingerprint}", fingerprint, RecordSource.files,
                    lambda target: build_into(source.recipe, target, progress, source, fingerprint))
