@@ -52,13 +52,13 @@ def main() -> None:
     if world is None:
         raise SystemExit("the sweep edits cases of the model's fact world; this model has none")
     cases = parse_cases(export_edit_cases(world, args.split), f"the world's {args.split} split")[: args.n]
-    base = Editor(model, args.method, world=world).hparams
+    base = Editor(model, args.method, facts=world).hparams
     if args.param not in {f.name for f in dataclasses.fields(base)}:
         raise SystemExit(f"{args.method} has no hyperparameter {args.param!r}")
     rows = []
     for value in (parse_value(text) for text in args.values.split(",")):
         editor = Editor(model, args.method, dataclasses.replace(base, **{args.param: value}), world)
-        results, _ = evaluate(model, cases, lambda case, e=editor: e(case.request, args.layer),
+        results, _ = evaluate(model, cases, lambda case, e=editor: e.edit_case(case, args.layer),
                               description=f"{args.param}={value}", fluency_tokens=0)
         rows.append({"value": value, **results, "score": sweep_score(results)})
     layer = base.layer if args.layer is None else args.layer

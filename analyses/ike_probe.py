@@ -30,7 +30,7 @@ def main() -> None:
         for k in args.k:
             editor = Editor(model, "ike", dataclasses.replace(method_hparams("ike"), k=k,
                                                                    proportions=tuple(args.proportions)), world)
-            results, _ = evaluate(model, cases, lambda case, editor=editor: editor(case.request),
+            results, _ = evaluate(model, cases, lambda case, editor=editor: editor.edit_case(case),
                                       progress=False, fluency_tokens=0)
             print(reference, k, {name: round(results[name]["mean"], 3) for name in (
                 "efficacy", "paraphrase", "neighborhood", "same_subject")}, flush=True)

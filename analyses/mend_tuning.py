@@ -37,7 +37,7 @@ def main() -> None:
         network, report = train_mend(model, world, hparams, progress=False)
         save_mend(network, hparams, model_fingerprint(model), report, default_checkpoint_dir(model, hparams))
         editor = Editor(model, "mend", hparams, world)
-        results, _ = evaluate(model, cases, lambda case, editor=editor: editor(case.request),
+        results, _ = evaluate(model, cases, lambda case, editor=editor: editor.edit_case(case),
                                   progress=False, fluency_tokens=0)
         print(overrides, report["train_seconds"], report["nll_kl_every_50_steps"][-1],
               {name: round(results[name]["mean"], 3) for name in ("efficacy", "paraphrase", "neighborhood",

@@ -99,7 +99,7 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "
         if subset:
             by_kind[kind] = {"n_facts": len(subset), "mean_subject_tokens": float(np.mean(
                 [t.subject_span[1] - t.subject_span[0] for t in subset])), **per_layer_effects(subset)}
-    sweep = layer_sweep(model, cases[:n_edits], Editor(model, "rome", world=world), range(model.cfg.n_layers))
+    sweep = layer_sweep(model, cases[:n_edits], Editor(model, "rome", facts=world), range(model.cfg.n_layers))
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
             "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
             "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),

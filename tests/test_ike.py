@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
@@ -10,9 +12,9 @@ from workbench.editing.editor import HPARAMS_DIR, Editor
 from workbench.editing.export import export_edited_model
 from workbench.editing.hparams import IkeHparams
 from workbench.editing.ike import DemonstrationRetriever, demonstration_pool, kind_sequence
-from workbench.evaluation.cases import load_edit_cases
+from workbench.evaluation.cases import Probe, load_edit_cases
 from workbench.evaluation.runner import evaluate
-from workbench.model.tokens import encode_prompt, score_targets
+from workbench.model.tokens import encode_prompt, encode_target, score_targets
 from workbench.world.cases import edit_triples
 
 
@@ -128,3 +130,20 @@ def test_hparams_are_checked_and_the_default_file_loads(tmp_path):
     (tmp_path / "bad.json").write_text('{"k": 4, "layer": 3}')
     with pytest.raises(ValueError, match="unknown IKE hyperparameters"):
         IkeHparams.from_json(tmp_path / "bad.json")
+
+
+def test_a_case_with_long_prompts_gets_the_room_they_need(tiny_bridge, tiny_world, cases):
+    """A paraphrase longer than ``reserve_tokens`` still fits after the context (CounterFact's
+    paraphrases carry a sentence of generated text before the question)."""
+    case = cases[0]
+    long_prompt = " ".join([case.paraphrases[0].prompt] * 4)
+    long_case = dataclasses.replace(case, paraphrases=(Probe(long_prompt, case.request.target_new),))
+    editor = Editor(tiny_bridge, "ike", IkeHparams(k=8, reserve_tokens=8), tiny_world)
+    room = (len(encode_prompt(tiny_bridge.tokenizer, long_prompt, prepend_bos=False))
+            + max(len(encode_target(tiny_bridge.tokenizer, answer)) for answer in long_case.asked()[1]))
+    edit = editor.edit_case(long_case)
+    assert edit.hparams["reserve_tokens"] == room > 8
+    assert edit.details["context_tokens"] + room <= tiny_bridge.cfg.n_ctx
+    assert editor.edit_case(case).hparams["reserve_tokens"] < room  # the room follows the case
+    results, _ = evaluate(tiny_bridge, [long_case], editor.edit_case, progress=False, fluency_tokens=0)
+    assert results["paraphrase"]["n"] == 1

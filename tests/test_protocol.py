@@ -28,7 +28,7 @@ def world_cases(tiny_world):
 
 @pytest.fixture(scope="module")
 def ft_l(tiny_bridge, tiny_world):
-    return Editor(tiny_bridge, "ft-l", world=tiny_world)
+    return Editor(tiny_bridge, "ft-l", facts=tiny_world)
 
 
 def test_counterfact_scores_are_the_shares_the_paper_defines(tiny_bridge, world_cases, ft_l):
@@ -48,6 +48,11 @@ def test_counterfact_scores_are_the_shares_the_paper_defines(tiny_bridge, world_
     assert scores["ES"] == pytest.approx(100 * results["efficacy"]["mean"])
     assert scores["NS"] == pytest.approx(100 * results["neighborhood_score"]["mean"])
     assert scores["S"] == pytest.approx(harmonic_mean([scores["ES"], scores["PS"], scores["NS"]]))
+    log_p = score_targets(tiny_bridge, tiny_bridge.tokenizer, [c.request.prompt for c in world_cases] * 2,
+                          [c.request.target_new for c in world_cases] + [c.request.ground_truth for c in world_cases]
+                          ).log_prob  # the unedited model
+    n = len(world_cases)
+    assert results["scores_before"]["ES"] == pytest.approx(100 * float((log_p[:n] > log_p[n:]).float().mean()))
 
 
 def test_zsre_records_get_token_accuracies(tiny_bridge, world_cases, ft_l):

@@ -1,5 +1,6 @@
 """Models of an edit-case file's true facts: the corpus, the build and its cache, and editing one."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -8,12 +9,15 @@ import pytest
 from tests.conftest import installed_hook_count
 from workbench.cli import main
 from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.hparams import IkeHparams
+from workbench.editing.ike import demonstration_pool
+from workbench.editing.mend_training import training_edits
 from workbench.evaluation.cases import read_cases
 from workbench.model import store
-from workbench.model.loading import load_model, statistics_corpus
+from workbench.model.loading import load_model, statistics_corpus, training_facts
 from workbench.model.presets import preset
 from workbench.model.record_corpus import record_rounds, true_facts
-from workbench.model.sources import CORPUS_FILE, FACTS_FILE, RecordSource
+from workbench.model.sources import CORPUS_FILE, FACTS_FILE, RecordSource, TrainRecords
 from workbench.world import CorpusConfig
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-dev-2k.json"
@@ -49,11 +53,17 @@ def test_a_round_states_every_true_fact_and_updates_only_train_records(cases_fil
                            for line in updates)  # the evaluated records' counterfactuals never appear
 
 
-def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(cases_file, tmp_path):
-    cases = read_cases(cases_file)
-    source = RecordSource(SHORT, cases_file, cases, 4)
+@pytest.fixture
+def records_model(cases_file, tmp_path):
+    """A model built (6 steps) on the 8 records of ``cases_file``, the first 4 being the test records."""
+    source = RecordSource(SHORT, cases_file, read_cases(cases_file), 4)
     report = store.build_into(SHORT, tmp_path / "model", progress=False, source=source, fingerprint="f" * 16)
-    model_dir = tmp_path / "model"
+    return tmp_path / "model", report
+
+
+def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(cases_file, records_model):
+    cases = read_cases(cases_file)
+    model_dir, report = records_model
     facts = json.loads((model_dir / FACTS_FILE).read_text())
     assert facts["n_records"] == 8 and facts["n_test"] == 4 and facts["format"] == "easyedit"
     assert len(facts["sha256"]) == 64 and not (model_dir / "world.json").exists()
@@ -66,6 +76,64 @@ def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(
     assert edit.layers == (0,) and installed_hook_count(model) == 0
     with pytest.raises(ValueError, match="n_test must be between 1 and the 8 records"):
         RecordSource(SHORT, cases_file, cases, 9)
+
+
+def test_the_train_records_are_read_when_used_and_only_from_the_file_the_model_learned(
+        cases_file, records_model, tiny_model_dir, tiny_world):
+    model_dir, _ = records_model
+    facts = training_facts(None, model_dir)
+    assert isinstance(facts, TrainRecords) and facts._cases is None  # nothing read yet
+    assert [case.request for case in facts] == [case.request for case in read_cases(cases_file)[4:]]
+    assert training_facts(tiny_world, tiny_model_dir) is tiny_world
+    cases_file.write_text(json.dumps([easyedit_record(i) for i in range(9)]))
+    with pytest.raises(ValueError, match="has changed since"):
+        len(TrainRecords(model_dir))
+    cases_file.unlink()
+    with pytest.raises(ValueError, match="which is not there any more"):
+        TrainRecords(model_dir)[0]
+
+
+def test_mend_training_edits_come_from_the_train_records(cases_file):
+    train = read_cases(cases_file)[4:]
+    edits = list(itertools.islice(training_edits(train, seed=0), 40))
+    assert edits == list(itertools.islice(training_edits(train, seed=0), 40))  # seeded
+    by_request = {case.request: case for case in train}
+    statements = {f"{prompt} {answer}." for case in train for prompt, answer in true_facts(case)}
+    for edit in edits:
+        case = by_request[edit.request]
+        assert edit.paraphrase == case.paraphrases[0].prompt
+        assert edit.neighbour == f"{case.neighbours[0].prompt} {case.neighbours[0].answer}."
+        assert edit.unrelated in statements and case.request.subject not in edit.unrelated
+    assert len({edit.request for edit in edits}) == 4
+    with pytest.raises(ValueError, match="two or more train records"):
+        next(training_edits(train[:1], seed=0))
+
+
+def test_ike_demonstrates_with_the_train_records_counterfactuals(cases_file, records_model):
+    cases = read_cases(cases_file)
+    train = cases[4:]
+    pool = demonstration_pool(train, seed=0)
+    assert [entry.new_fact for entry in pool] == [f"{c.request.prompt} {c.request.target_new}." for c in train]
+    assert [entry.update for entry in pool] == [f"{c.paraphrases[0].prompt} {c.request.target_new}." for c in train]
+    assert [entry.retain for entry in pool] == [f"{c.neighbours[0].prompt} {c.neighbours[0].answer}." for c in train]
+    model_dir, _ = records_model
+    model = load_model(model_dir)
+    edit = Editor(model, "ike", IkeHparams(k=2, reserve_tokens=8), training_facts(None, model_dir))(cases[0].request)
+    blocks = edit.context.split("\n\n")
+    request = cases[0].request
+    assert edit.details["dropped_for_context"] == 0 and len(blocks) == 3
+    assert blocks[-1] == f"New fact: {request.prompt} {request.target_new}.\nPrompt: "
+    assert all(block.split("\n")[0] in {f"New fact: {entry.new_fact}" for entry in pool} for block in blocks[:-1])
+
+
+def test_mend_trains_from_the_command_line_on_a_records_model(records_model, tmp_path):
+    model_dir, _ = records_model
+    hparams = tmp_path / "mend.json"
+    hparams.write_text(json.dumps({"layers": [-1], "rank": 8, "train_steps": 4, "batch_size": 2}))
+    out = tmp_path / "editor"
+    assert main(["mend", "train", "--model", str(model_dir), "--hparams", str(hparams), "--out", str(out)]) == 0
+    report = json.loads((out / "mend.json").read_text())["training"]
+    assert report["edits_seen"] == 8 and report["trained_on"] == "4 train records"
 
 
 def test_the_cache_is_keyed_by_the_files_content(cases_file, monkeypatch, tmp_path):

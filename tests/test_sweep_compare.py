@@ -84,6 +84,7 @@ def test_compare_command_writes_table_chart_and_per_method_results(tmp_path, cap
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "comparison.md").read_bytes() == before
     assert "| method (counterfact) | S | ES | PS | NS |" in markdown  # the standard scores' table follows
+    assert "| no edit |" in markdown.split("| method (counterfact)")[1]
 
 
 def test_compare_can_skip_fluency(tmp_path):

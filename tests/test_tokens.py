@@ -48,6 +48,9 @@ def test_missing_subject_and_empty_target_give_clear_errors(tiny_bridge):
         encode_target(tiny_bridge.tokenizer, "")
     with pytest.raises(ValueError, match="2 prompts but 1 targets"):
         score_targets(tiny_bridge, tiny_bridge.tokenizer, ["a", "b"], ["c"])
+    too_long = " ".join(["Karo Velin was born in"] * tiny_bridge.cfg.n_ctx)
+    with pytest.raises(ValueError, match=f"longer than the model's context of {tiny_bridge.cfg.n_ctx} tokens"):
+        score_targets(tiny_bridge, tiny_bridge.tokenizer, [too_long], ["Vassa"])
 
 
 def test_target_is_encoded_as_a_continuation(tiny_bridge):

@@ -57,6 +57,12 @@ def world_of(model) -> World | None:
     return loading.load_world(source) if isinstance(source, Path) else None
 
 
+def training_facts_of(model):
+    """What IKE's demonstrations and MEND's training edits come from: the model's fact world, else
+    the train records of the case file it was trained on, else None."""
+    return loading.training_facts(world_of(model), source_of(model))
+
+
 def edit_cases(model, split: str | None = "test") -> list[EditCase]:
     """The edit cases of the model's world: its ``"test"`` or ``"train"`` split, or None for all
     (for a file of cases in any supported format, use ``read_cases``)."""
@@ -87,7 +93,7 @@ def edit(model, request: EditRequest, method: str = "rome", layer: int | str | N
     or commit it with ``workbench.commit``. ``layer``: a number, ``"auto"``, or None for the
     hyperparameter file's."""
     corpus = loading.statistics_corpus(stats_corpus, source_of(model))
-    return Editor(model, method, hparams, world_of(model), corpus)(request, layer)
+    return Editor(model, method, hparams, training_facts_of(model), corpus)(request, layer)
 
 
 def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome", layer: int | str | None = None,
@@ -95,8 +101,8 @@ def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome
     """Edit each case with ``method`` through hooks and measure it before and after; the
     aggregate metrics (mean, ci95, n) and, under ``"cases"``, every case's record."""
     cases = list(cases if cases is not None else edit_cases(model))[:n]
-    editor = Editor(model, method, hparams, world_of(model), loading.statistics_corpus(None, source_of(model)))
-    results, records = run_evaluation(model, cases, lambda case: editor(case.request, layer), progress=progress)
+    editor = Editor(model, method, hparams, training_facts_of(model), loading.statistics_corpus(None, source_of(model)))
+    results, records = run_evaluation(model, cases, lambda case: editor.edit_case(case, layer), progress=progress)
     return {**results, "method": method, "cases": records}
 
 

@@ -200,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
 
     mend = commands.add_parser("mend", help="MEND's learned editor").add_subparsers(dest="action", required=True)
-    mend_train = mend.add_parser("train", help="train a MEND editor on the model's world (train split)")
+    mend_train = mend.add_parser("train", help="train a MEND editor on the model's world (train split) or on the "
+                                               "train records of the case file it was trained on")
     mend_train.add_argument("--model", default=None)
     mend_train.add_argument("--hparams", help="a JSON file of MEND hyperparameters (default hparams/mend-default.json)")
     mend_train.add_argument("--out", help="a new directory for the editor (default: the cache, keyed by the model)")

@@ -84,7 +84,7 @@ def run_demo(model, world: World, n_beliefs: int = 3, plot: str | Path | None = 
     if location.warning:
         print(f"  warning: {location.warning}")
 
-    edit = Editor(model, "rome", world=world)(request, location.site.layer)
+    edit = Editor(model, "rome", facts=world)(request, location.site.layer)
     print(f"\n4. ROME at layer {location.site.layer} ({edit.timings['total_s']:.1f} s): "
           f"{request.prompt!r} -> {request.target_new!r}")
     probes = probe_prompts(request, case)

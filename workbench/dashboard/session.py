@@ -18,7 +18,7 @@ from workbench import api
 from workbench.editing.edit import Edit, applied_edits
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
-from workbench.model.loading import statistics_corpus
+from workbench.model.loading import statistics_corpus, training_facts
 from workbench.world import World
 
 
@@ -53,7 +53,8 @@ class SharedModel:
             key = (method, hparams)
             if key not in self._editors:
                 corpus = statistics_corpus(None, self.source)
-                self._editors[key] = Editor(self.model, method, hparams, self.world, corpus)
+                facts = training_facts(self.world, self.source)
+                self._editors[key] = Editor(self.model, method, hparams, facts, corpus)
             return self._editors[key]
 
 

@@ -25,13 +25,18 @@ from workbench.evaluation.compare import (
 from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
 from workbench.io import refuse_existing
-from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus
+from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus, training_facts
 from workbench.world import World, export_edit_cases
 
 
 def stats_file(args) -> str | Path | None:
     """Key-statistics texts: ``--stats-corpus``, else the model's own corpus file, if it has one."""
     return statistics_corpus(args.stats_corpus, args.model)
+
+
+def facts_of(args, world: World | None):
+    """The model's world, else the train records of the case file it was trained on (for IKE and MEND)."""
+    return training_facts(world, args.model)
 
 
 def world_case(world: World | None, prompt: str, subject: str) -> EditCase | None:
@@ -50,7 +55,8 @@ def cmd_edit(args) -> int:
     truth = args.ground_truth or (case.request.ground_truth if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
     layer = args.layer or ("auto" if args.method in LAYER_METHODS else None)
-    edit = Editor(model, args.method, args.hparams, world, stats_file(args), args.checkpoint)(request, layer)
+    editor = Editor(model, args.method, args.hparams, facts_of(args, world), stats_file(args), args.checkpoint)
+    edit = editor(request, layer)
     probes = probe_prompts(request, case)
     before = predictions(model, probes, request)
     with edit.applied(model):
@@ -76,8 +82,8 @@ def cmd_edit(args) -> int:
 def cmd_eval(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)
-    editor = Editor(model, args.method, args.hparams, world, stats_file(args), args.checkpoint)
-    results, records = evaluate(model, cases[: args.n], lambda case: editor(case.request, args.layer))
+    editor = Editor(model, args.method, args.hparams, facts_of(args, world), stats_file(args), args.checkpoint)
+    results, records = evaluate(model, cases[: args.n], lambda case: editor.edit_case(case, args.layer))
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
     print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "
@@ -85,7 +91,8 @@ def cmd_eval(args) -> int:
     for name in HEADLINE_METRICS:
         if results[name]["mean"] is not None:
             print(f"  {name:>14}: {format_metric(results[name])} (n={results[name]['n']})")
-    print(f"  {format_scores(results['scores'])}")
+    print(f"  after the edits: {format_scores(results['scores'])}")
+    print(f"  no edit:         {format_scores(results['scores_before'])}")
     return 0
 
 
@@ -94,7 +101,7 @@ def cmd_compare(args) -> int:
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
-    compared = compare_methods(model, cases, specs, world, stats_file(args), args.checkpoint,
+    compared = compare_methods(model, cases, specs, facts_of(args, world), stats_file(args), args.checkpoint,
                                fluency_tokens=args.fluency_tokens)
     write_comparison(args.out, compared, overwrite=args.force)
     table = {label: pair[0] for label, pair in compared.items()}
@@ -105,8 +112,11 @@ def cmd_compare(args) -> int:
 
 def cmd_mend_train(args) -> int:
     model, world = load_model_and_world(args.model)
-    if world is None:
-        raise ValueError("MEND trains on the model's fact world; this model has none")
+    facts = facts_of(args, world)
+    if facts is None:
+        raise ValueError("MEND trains on facts the model learned outside the evaluated cases (a workbench world's "
+                         "train split, or the train records of the case file it was trained on); this model has "
+                         "neither")
     hparams = method_hparams("mend", args.hparams)
     fingerprint = model_fingerprint(model)
     directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
@@ -115,7 +125,7 @@ def cmd_mend_train(args) -> int:
             raise FileExistsError(f"{directory} already exists; give a new directory")
         print(f"a MEND editor for this model and these hyperparameters is already at {directory}")
         return 0
-    network, report = train_mend(model, world, hparams)
+    network, report = train_mend(model, facts, hparams)
     save_mend(network, hparams, fingerprint, report, directory)
     last_nll, last_kl = report["nll_kl_every_50_steps"][-1]
     print(f"MEND editor trained in {report['train_seconds']} s ({report['edits_seen']} edits; last 50 steps: "
@@ -126,7 +136,7 @@ def cmd_mend_train(args) -> int:
 def cmd_bench_mend(args) -> int:
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)[: args.n]
-    result = bench_mend(cases, Editor(model, "mend", args.hparams, world, checkpoint=args.checkpoint),
+    result = bench_mend(cases, Editor(model, "mend", args.hparams, checkpoint=args.checkpoint),
                         Editor(model, "rome", None, world, stats_file(args)))
     return print_result(args, result, f"median edit over {result['n_edits']} edits: MEND "
                         f"{result['mend_edit_s'] * 1000:.1f} ms, ROME {result['rome_edit_s'] * 1000:.1f} ms "

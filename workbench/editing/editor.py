@@ -12,6 +12,7 @@ trace of the request prompt. IKE and MEND (whose layers are in its hyperparamete
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor
@@ -23,7 +24,9 @@ from workbench.editing.ike import DemonstrationRetriever, compute_ike_edit
 from workbench.editing.key_stats import key_second_moment
 from workbench.editing.mend import compute_mend_edit, load_mend
 from workbench.editing.rome import compute_rome_edit
+from workbench.evaluation.cases import EditCase
 from workbench.model.architecture import mlp_output_site
+from workbench.model.tokens import encode_prompt, encode_target
 from workbench.tracing.locator import locate_from_trace
 from workbench.tracing.trace import TraceConfig, trace_fact
 from workbench.world import CorpusConfig, World, corpus_rounds
@@ -40,16 +43,16 @@ METHODS = {
 LAYER_METHODS = ("rome", "ft", "ft-l")
 
 
-def statistics_texts(world: World | None, corpus_file: str | Path | None = None) -> list[str]:
+def statistics_texts(facts: World | Sequence[EditCase] | None, corpus_file: str | Path | None = None) -> list[str]:
     """Texts for key statistics: a text file (one document per line), else the world's corpus."""
     if corpus_file:
         path = Path(corpus_file)
         if not path.is_file():
             raise ValueError(f"corpus file {path} does not exist")
         return [line for line in path.read_text().splitlines() if line.strip()]
-    if world is None:
+    if not isinstance(facts, World):
         raise ValueError("this model has no fact world: give a statistics corpus (one text per line)")
-    return next(corpus_rounds(world, CorpusConfig(), set()))
+    return next(corpus_rounds(facts, CorpusConfig(), set()))
 
 
 def method_hparams(method: str, hparams=None):
@@ -78,15 +81,18 @@ class Editor:
     """Computes edits of ``model`` with ``method`` (a key of ``METHODS``).
 
     ``hparams``: a JSON file or a hyperparameter dataclass (default: the method's file in
-    ``hparams/``). Key statistics for ROME come from ``stats_corpus`` (a text file, one text per
-    line) or else the model's fact ``world``. ``checkpoint``: the directory of a trained MEND editor.
+    ``hparams/``). ``facts``: what the model learned outside the evaluated cases, a fact world or
+    the train records of the case file it was trained on (``loading.training_facts``); IKE's
+    demonstrations come from them, and ROME's key statistics from the world's corpus unless
+    ``stats_corpus`` (a text file, one text per line) is given. ``checkpoint``: the directory of a
+    trained MEND editor.
     """
 
-    def __init__(self, model, method: str = "rome", hparams=None, world: World | None = None,
+    def __init__(self, model, method: str = "rome", hparams=None, facts: World | Sequence[EditCase] | None = None,
                  stats_corpus: str | Path | None = None, checkpoint: str | Path | None = None):
         self.model, self.method, self.hparams = model, method, method_hparams(method, hparams)
         self._compute = METHODS[method][1]
-        self._world, self._stats_corpus = world, stats_corpus
+        self._facts, self._stats_corpus = facts, stats_corpus
         self._texts: list[str] | None = None
         self._moments: dict[int, Tensor] = {}
         self._checkpoint = checkpoint
@@ -95,7 +101,7 @@ class Editor:
     def texts(self) -> list[str]:
         """The key-statistics texts (read once)."""
         if self._texts is None:
-            self._texts = statistics_texts(self._world, self._stats_corpus)
+            self._texts = statistics_texts(self._facts, self._stats_corpus)
         return self._texts
 
     def moment(self, layer: int) -> Tensor:
@@ -110,10 +116,23 @@ class Editor:
         or MEND's trained editor network."""
         if self._resource is None:
             if self.method == "ike":
-                self._resource = DemonstrationRetriever(self.model, self._world, self.hparams)
+                self._resource = DemonstrationRetriever(self.model, self._facts, self.hparams)
             else:
                 self._resource = load_mend(self.model, self.hparams, self._checkpoint)
         return self._resource
+
+    def edit_case(self, case: EditCase, layer: str | int | None = None) -> Edit:
+        """The edit of ``case``'s request. An in-context edit (IKE) keeps room after its context for
+        the longest prompt the case asks and the longest answer scored there, when that is more
+        than ``reserve_tokens`` (long CounterFact paraphrases)."""
+        if self.method != "ike" or layer is not None:
+            return self(case.request, layer)
+        prompts, answers = case.asked()
+        tokenizer = self.model.tokenizer
+        room = (max(len(encode_prompt(tokenizer, prompt, prepend_bos=False)) for prompt in prompts)
+                + max(len(encode_target(tokenizer, answer)) for answer in answers if answer))
+        hparams = dataclasses.replace(self.hparams, reserve_tokens=max(self.hparams.reserve_tokens, room))
+        return self._compute(self.model, case.request, hparams, self.resource())
 
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
         if self.method not in LAYER_METHODS:

@@ -7,14 +7,17 @@ default model learned in training::
     New fact: <a counterfactual statement>
     Prompt: <a prompt> <its answer under the new fact>
 
-They come from a pool built from the world's ``train`` split: every base fact of a train subject
-with one counterfactual object (drawn under ``IkeHparams.seed``, never an exported edit case).
-Each pool entry can serve as one of the paper's three kinds:
+They come from a pool of facts the model learned but is never evaluated on. From a world's
+``train`` split: every base fact of a train subject with one counterfactual object (drawn under
+``IkeHparams.seed``, never an exported edit case). From a case file's train records (CounterFact,
+zsRE): each record with a paraphrase and a neighbourhood prompt, with its own counterfactual
+target. Each pool entry can serve as one of the paper's three kinds:
 
 - ``copy``: asked with the new fact's own prompt, answered with the new object;
-- ``update``: asked with another corpus phrasing of the same relation, answered with the new object;
-- ``retain``: asked about another subject with the same relation, answered with that subject's
-  true object (the new fact must not spread to it).
+- ``update``: asked with another phrasing of the same fact (another corpus phrasing of the
+  relation, or the record's paraphrase), answered with the new object;
+- ``retain``: asked about another subject, answered with its true object (the new fact must not
+  spread to it): a subject with the same relation, or one of the record's neighbourhood prompts.
 
 Retrieval: the ``k`` pool entries whose new-fact statements are most similar to the request's
 new fact. Similarity is the cosine of the model's own final-layer residual stream
@@ -35,6 +38,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -42,6 +46,7 @@ from torch import Tensor
 
 from workbench.editing.edit import Edit, EditRequest
 from workbench.editing.hparams import IkeHparams
+from workbench.evaluation.cases import EditCase
 from workbench.model.tokens import encode_prompt, pad_id_of, pad_right
 from workbench.world import World, relation
 from workbench.world.cases import edit_triples
@@ -54,13 +59,13 @@ DEMONSTRATION_SEPARATOR = "\n\n"
 
 @dataclass(frozen=True)
 class PoolEntry:
-    """A train-split fact with a counterfactual object, and the three prompts it can teach with."""
+    """A train fact with a counterfactual object, and the three prompts it can teach with."""
 
     new_fact: str
     update: str
     retain: str
     subject: str
-    relation: str
+    relation: str = ""  # the world relation; empty for a case-file record
 
     def demonstration(self, kind: str) -> str:
         """The block teaching ``kind``: ``copy`` asks the new fact itself."""
@@ -84,8 +89,29 @@ def kind_sequence(k: int, proportions: tuple[int, ...]) -> list[str]:
     return sequence
 
 
-def demonstration_pool(world: World, seed: int) -> list[PoolEntry]:
-    """Every base fact of a train-split subject, with a counterfactual object (see the module)."""
+def demonstration_pool(facts: World | Sequence[EditCase], seed: int) -> list[PoolEntry]:
+    """The pool of a world's train split or of train records (see the module docstring)."""
+    if isinstance(facts, World):
+        return world_pool(facts, seed)
+    return record_pool(facts, seed)
+
+
+def record_pool(cases: Sequence[EditCase], seed: int) -> list[PoolEntry]:
+    """One entry per train record that has a paraphrase and a neighbourhood prompt."""
+    rng = random.Random(seed)
+    pool = []
+    for case in cases:
+        if not case.paraphrases or not case.neighbours:
+            continue
+        request, kept = case.request, rng.choice(case.neighbours)
+        pool.append(PoolEntry(new_fact=statement(request.prompt, request.target_new),
+                              update=statement(rng.choice(case.paraphrases).prompt, request.target_new),
+                              retain=statement(kept.prompt, kept.answer), subject=request.subject))
+    return pool
+
+
+def world_pool(world: World, seed: int) -> list[PoolEntry]:
+    """Every base fact of a train-split subject, with a counterfactual object."""
     rng = random.Random(seed)
     excluded = edit_triples(world)
     subjects_of_relation: dict[str, list[str]] = defaultdict(list)
@@ -133,15 +159,19 @@ def sentence_embeddings(model, texts: list[str], batch_size: int = 128) -> Tenso
 
 
 class DemonstrationRetriever:
-    """The pool of a world and the model's embeddings of its new facts (computed once)."""
+    """The pool of a world or of train records and the model's embeddings of its new facts
+    (computed once)."""
 
-    def __init__(self, model, world: World, hparams: IkeHparams):
-        if world is None:
-            raise ValueError("IKE needs the model's fact world: its train split supplies the demonstrations")
+    def __init__(self, model, facts: World | Sequence[EditCase] | None, hparams: IkeHparams):
+        if facts is None:
+            raise ValueError("IKE needs facts the model learned outside the evaluated cases (a workbench world's "
+                             "train split, or the train records of the case file it was trained on); this model "
+                             "has neither")
         self.model, self.hparams = model, hparams
-        self.pool = demonstration_pool(world, hparams.seed)
+        self.pool = demonstration_pool(facts, hparams.seed)
         if not self.pool:
-            raise ValueError("the world's train split has no facts to build IKE demonstrations from")
+            raise ValueError("no train facts to build IKE demonstrations from (records need a paraphrase and a "
+                             "neighbourhood prompt)")
         self._embeddings: Tensor | None = None
 
     def nearest(self, request: EditRequest, k: int) -> list[PoolEntry]:

@@ -1,19 +1,23 @@
-"""Training a MEND editor on the world's ``train`` split (the model stays frozen and unchanged).
+"""Training a MEND editor on facts the model learned but is never evaluated on (the model stays
+frozen and unchanged): the world's ``train`` split, or the train records of a case file.
 
-Each training edit is a base fact of a train-split subject with a random counterfactual object,
-asked in one corpus phrasing (the edit prompt, whose fine-tuning gradient the editor transforms)
-and answered in another (the paraphrase, where the edit loss is measured). The locality loss is
-measured on two statements of other train-split subjects: an unrelated fact, and a neighbour (the
-same relation, with the same object where another subject has it), the hard case for an edit that
-learns "relation -> new object" instead of "this subject's relation -> new object". Deterministic under
-``MendHparams.seed`` on a given device and thread count.
+From a world, each training edit is a base fact of a train-split subject with a random
+counterfactual object, asked in one corpus phrasing (the edit prompt, whose fine-tuning gradient
+the editor transforms) and answered in another (the paraphrase, where the edit loss is measured).
+The locality loss is measured on two statements of other train-split subjects: an unrelated fact,
+and a neighbour (the same relation, with the same object where another subject has it), the hard
+case for an edit that learns "relation -> new object" instead of "this subject's relation -> new
+object". From case-file records (CounterFact, zsRE), a training edit is a record's own request
+(its prompt and counterfactual target), measured on one of its paraphrases; the neighbour is one of
+its neighbourhood (locality) prompts with its answer, the unrelated statement a true fact of
+another record. Deterministic under ``MendHparams.seed`` on a given device and thread count.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +26,8 @@ from tqdm.auto import tqdm
 from workbench.editing.edit import EditRequest, delta_hooks
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
+from workbench.evaluation.cases import EditCase
+from workbench.model.record_corpus import true_facts
 from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right
 from workbench.world import World, relation
 from workbench.world.facts import statement
@@ -35,8 +41,30 @@ class TrainingEdit:
     neighbour: str
 
 
-def training_edits(world: World, seed: int) -> Iterator[TrainingEdit]:
-    """An endless, seeded stream of training edits (see the module docstring)."""
+def training_edits(facts: World | Sequence[EditCase], seed: int) -> Iterator[TrainingEdit]:
+    """An endless, seeded stream of training edits from a world or from train records (see the
+    module docstring)."""
+    if isinstance(facts, World):
+        return world_training_edits(facts, seed)
+    return record_training_edits(facts, seed)
+
+
+def record_training_edits(cases: Sequence[EditCase], seed: int) -> Iterator[TrainingEdit]:
+    """Training edits from case-file records that have a paraphrase and a neighbourhood prompt."""
+    rng = random.Random(seed)
+    usable = [case for case in cases if case.paraphrases and case.neighbours]
+    if len(usable) < 2:
+        raise ValueError(f"MEND needs two or more train records with a paraphrase and a neighbourhood prompt; "
+                         f"{len(usable)} of the {len(cases)} have both")
+    while True:
+        case, other = rng.sample(usable, 2)
+        neighbour = rng.choice(case.neighbours)
+        yield TrainingEdit(case.request, rng.choice(case.paraphrases).prompt,
+                           statement(*rng.choice(true_facts(other))), statement(neighbour.prompt, neighbour.answer))
+
+
+def world_training_edits(world: World, seed: int) -> Iterator[TrainingEdit]:
+    """Training edits from the base facts of the world's train split."""
     rng = random.Random(seed)
     train = [f for f in world.facts if world.split_of(f.subject) == "train"]
     facts = [f for f in train if relation(f.relation).is_base and len(relation(f.relation).corpus) >= 2
@@ -89,8 +117,10 @@ def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
     return nll, kl
 
 
-def train_mend(model, world: World, hparams: MendHparams, progress: bool = True) -> tuple[MendNetwork, dict]:
-    """A MEND editor for ``model`` trained on ``world``'s train split, and its training report."""
+def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
+               progress: bool = True) -> tuple[MendNetwork, dict]:
+    """A MEND editor for ``model`` trained on ``facts`` (a world's train split or train records),
+    and its training report."""
     started = time.perf_counter()
     sites = edited_sites(model, hparams)
     network = new_network(model, hparams)
@@ -98,7 +128,7 @@ def train_mend(model, world: World, hparams: MendHparams, progress: bool = True)
     optimizer = torch.optim.Adam([{"params": others}, {"params": [network.log_step_size], "lr": 10 * hparams.lr}],
                                  lr=hparams.lr)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    stream = training_edits(world, hparams.seed)
+    stream = training_edits(facts, hparams.seed)
     history = []
     bar = tqdm(range(hparams.train_steps), desc="training the MEND editor", disable=not progress)
     for step in bar:
@@ -119,6 +149,7 @@ def train_mend(model, world: World, hparams: MendHparams, progress: bool = True)
         return [[round(sum(r[i] for r in rows) / len(rows), 4) for i in range(2)]] if rows else []
 
     report = {
+        "trained_on": "the world's train split" if isinstance(facts, World) else f"{len(facts)} train records",
         "train_steps": hparams.train_steps, "train_seconds": round(time.perf_counter() - started, 1),
         "edits_seen": hparams.train_steps * hparams.batch_size,
         "nll_kl_every_50_steps": [m for i in range(0, len(history), 50) for m in window_means(history[i:i + 50])],

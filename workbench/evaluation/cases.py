@@ -44,6 +44,14 @@ class EditCase:
     portability: tuple[Probe, ...] = ()
     source: str = ""
 
+    def asked(self) -> tuple[list[str], list[str]]:
+        """``(prompts, answers)``: every prompt the evaluation asks of this case and every answer it
+        scores after one (the new target, the true answer and each probe's own)."""
+        groups = (self.paraphrases, self.neighbours, self.same_subject, self.reverse, self.portability)
+        probes = [probe for group in groups for probe in group]
+        return ([self.request.prompt, *(p.prompt for p in probes)],
+                [self.request.target_new, self.request.ground_truth or "", *(p.answer for p in probes)])
+
     def in_context(self, context: str) -> EditCase:
         """This case with ``context`` before every prompt (an in-context edit's view of it)."""
         if not context:

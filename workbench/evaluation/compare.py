@@ -51,12 +51,13 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
     return specs
 
 
-def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], world=None,
+def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], facts=None,
                     stats_corpus: str | None = None, checkpoint: str | None = None, progress: Progress = True,
                     editors: dict[str, Editor] | None = None,
                     fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, tuple[dict, list[dict]]]:
     """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
-    once without an edit, then once per method with its edit applied). ``checkpoint``: MEND's
+    once without an edit, then once per method with its edit applied). ``facts``: the model's
+    world or train records, for the editors (see ``Editor``). ``checkpoint``: MEND's
     editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
     editors by method name (for other hyperparameters); the other methods get default ones.
     ``fluency_tokens``: length of the generations that measure fluency (0: no fluency)."""
@@ -65,10 +66,10 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
     compared = {}
     for spec in specs:
         if spec.method not in editors:
-            editors[spec.method] = Editor(model, spec.method, world=world, stats_corpus=stats_corpus,
+            editors[spec.method] = Editor(model, spec.method, facts=facts, stats_corpus=stats_corpus,
                                           checkpoint=checkpoint)
         editor = editors[spec.method]
-        results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e(case.request, s.layer),
+        results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e.edit_case(case, s.layer),
                                     progress=progress, description=spec.label, fluency_tokens=fluency_tokens,
                                     befores=befores)
         results["method"], results["layer"] = spec.method, edited_layers(spec, editor)
@@ -107,12 +108,16 @@ def comparison_table(compared: dict[str, dict]) -> str:
 
 
 def scores_table(compared: dict[str, dict]) -> str:
-    """Markdown: the benchmark's standard scores (``protocol``), in percent, one row per method."""
-    first = next(iter(compared.values()))["scores"]
-    names = [name for name in first if name != "benchmark"]
-    lines = [f"| method ({first['benchmark']}) | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    for label, results in compared.items():
-        values = [results["scores"][name] for name in names]
+    """Markdown: the benchmark's standard scores (``protocol``), in percent: the unedited model's
+    (from the first method's run; every method is measured on the same cases), then one row per
+    method."""
+    first = next(iter(compared.values()))
+    names = [name for name in first["scores"] if name != "benchmark"]
+    rows = {"no edit": first["scores_before"], **{label: results["scores"] for label, results in compared.items()}}
+    lines = [f"| method ({first['scores']['benchmark']}) | " + " | ".join(names) + " |",
+             "|" + "---|" * (len(names) + 1)]
+    for label, scores in rows.items():
+        values = [scores[name] for name in names]
         lines.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in values) + " |")
     return "\n".join(lines)
 

@@ -103,16 +103,25 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def protocol_metrics(state: Measurement) -> dict[str, float]:
+    """The metrics behind the benchmarks' standard scores (``protocol``) in one model state:
+    ``efficacy`` and ``efficacy_accuracy``, ``paraphrase`` and ``paraphrase_accuracy``,
+    ``neighborhood_score`` and ``specificity`` (see the module docstring)."""
+    return {
+        "efficacy": float(state.edit_new > state.edit_true),
+        "efficacy_accuracy": state.edit_accuracy,
+        "paraphrase": _mean(float(a > b) for a, b in zip(state.paraphrase_new, state.paraphrase_true)),
+        "paraphrase_accuracy": _mean(state.paraphrase_accuracy),
+        "neighborhood_score": _mean(float(a > b) for a, b in zip(state.locality_answer["neighbours"],
+                                                                  state.locality_new["neighbours"])),
+        "specificity": _mean(state.locality_accuracy["neighbours"]),
+    }
+
+
 def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
     """The case's metrics after the edit (see the module docstring); NaN where it has no prompts."""
     metrics = {
-        "efficacy": float(after.edit_new > after.edit_true),
-        "efficacy_accuracy": after.edit_accuracy,
-        "paraphrase": _mean(float(a > b) for a, b in zip(after.paraphrase_new, after.paraphrase_true)),
-        "paraphrase_accuracy": _mean(after.paraphrase_accuracy),
-        "neighborhood_score": _mean(float(a > b) for a, b in zip(after.locality_answer["neighbours"],
-                                                                  after.locality_new["neighbours"])),
-        "specificity": _mean(after.locality_accuracy["neighbours"]),
+        **protocol_metrics(after),
         "specificity_before": _mean(before.locality_accuracy["neighbours"]),
         "reverse": _mean(after.reverse_accuracy),
         "portability": _mean(after.portability_accuracy),

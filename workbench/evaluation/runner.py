@@ -14,7 +14,7 @@ from pathlib import Path
 
 from workbench.editing.edit import Edit
 from workbench.evaluation.cases import EditCase
-from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure
+from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure, protocol_metrics
 from workbench.evaluation.protocol import protocol_scores
 from workbench.io import json_safe, refuse_existing, write_json, write_text_atomic
 from workbench.progress import Progress, reported
@@ -49,10 +49,13 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     """``(results, per-case records)``; the model is left as it was found (edits are hooks).
     ``fluency_tokens``: length of the greedy generations whose entropy measures fluency (0: skip).
     ``befores``: the cases' measurements without any edit, when already made (``compare`` shares
-    them between methods); else each case is measured before its edit."""
-    records = []
+    them between methods); else each case is measured before its edit. ``results["scores"]`` are
+    the benchmark's standard scores after the edits, ``results["scores_before"]`` the same of the
+    unedited model."""
+    records, measured = [], []
     for index, case in enumerate(reported(cases, description, progress)):
         before = befores[index] if befores is not None else measure(model, case, fluency_tokens)
+        measured.append(before)
         started = time.perf_counter()
         edit = compute(case)
         edit_seconds = time.perf_counter() - started
@@ -66,8 +69,16 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     seconds = sorted(r["edit_seconds"] for r in records)
     results["median_edit_seconds"] = seconds[len(seconds) // 2] if seconds else None
     results["n_cases"] = len(records)
-    results["scores"] = protocol_scores(results, cases[0].source if cases else "")
+    source = cases[0].source if cases else ""
+    results["scores"] = protocol_scores(results, source)
+    results["scores_before"] = protocol_scores(unedited_results(measured), source)
     return results, records
+
+
+def unedited_results(befores: Sequence[Measurement]) -> dict:
+    """The aggregated ``protocol_metrics`` of the cases without any edit."""
+    rows = [protocol_metrics(before) for before in befores]
+    return {name: aggregate([row[name] for row in rows]) for name in (rows[0] if rows else ())}
 
 
 def write_results(out_dir: str | Path, results: dict, records: list[dict], overwrite: bool = False) -> None:

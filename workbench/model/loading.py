@@ -17,7 +17,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.model.presets import PRESETS
-from workbench.model.sources import CORPUS_FILE, WORLD_FILE
+from workbench.model.sources import CORPUS_FILE, FACTS_FILE, WORLD_FILE, TrainRecords
 from workbench.model.store import ensure_model
 from workbench.world import World
 
@@ -72,6 +72,15 @@ def load_model_and_world(reference: str | Path | None = None):
     resolved = resolve_model(reference)
     bridge = load_model(resolved)
     return bridge, load_world(resolved) if isinstance(resolved, Path) else None
+
+
+def training_facts(world: World | None, reference: str | Path | None) -> World | TrainRecords | None:
+    """What IKE's demonstrations and MEND's training edits are drawn from: the model's ``world``,
+    else the train records of the case file the model was trained on, else None."""
+    if world is not None:
+        return world
+    resolved = resolve_model(reference, progress=False)
+    return TrainRecords(resolved) if isinstance(resolved, Path) and (resolved / FACTS_FILE).is_file() else None
 
 
 def statistics_corpus(given: str | Path | None, reference: str | Path | None) -> str | Path | None:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from workbench.evaluation.cases import EditCase
+from workbench.evaluation.cases import EditCase, read_cases
 from workbench.model.presets import Recipe
 from workbench.model.recall import fact_recall
 from workbench.model.record_corpus import record_rounds, true_facts
@@ -102,3 +102,33 @@ class RecordSource:
         (out_dir / FACTS_FILE).write_text(json.dumps(self.description, indent=1))
         lines = (document.replace("\n", " ") for document in next(self.rounds()))
         (out_dir / CORPUS_FILE).write_text("\n".join(lines) + "\n")
+
+
+class TrainRecords(Sequence[EditCase]):
+    """The train records of the case file the model in ``model_dir`` was trained on (named in its
+    ``facts.json``): what MEND's training edits and IKE's demonstrations are drawn from. The file is
+    read on first use and only if its SHA-256 is the one the model was trained on, so a model whose
+    file has moved still edits with the methods that do not need it."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir)
+        self._cases: list[EditCase] | None = None
+
+    def cases(self) -> list[EditCase]:
+        if self._cases is None:
+            description = json.loads((self.model_dir / FACTS_FILE).read_text())
+            cases_file = Path(description["cases_file"])
+            if not cases_file.is_file():
+                raise ValueError(f"{self.model_dir} was trained on the records of {cases_file}, which is not there "
+                                 "any more; its train records (for MEND and IKE) cannot be read")
+            if file_digest(cases_file) != description["sha256"]:
+                raise ValueError(f"{cases_file} has changed since {self.model_dir} was trained on it (its SHA-256 "
+                                 "differs); its train records would not be the ones the model learned")
+            self._cases = read_cases(cases_file)[description["n_test"]:]
+        return self._cases
+
+    def __getitem__(self, index):
+        return self.cases()[index]
+
+    def __len__(self) -> int:
+        return len(self.cases())

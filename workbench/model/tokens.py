@@ -57,6 +57,10 @@ def subject_token_span(tokenizer, prompt: str, subject: str, prepend_bos: bool =
 
 
 def logits_of(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+    """The model's logits; a sequence longer than its context is a clear error, not an index error."""
+    if tokens.shape[-1] > model.cfg.n_ctx:
+        raise ValueError(f"a sequence of {tokens.shape[-1]} tokens is longer than the model's context of "
+                         f"{model.cfg.n_ctx} tokens")
     output = model(tokens)
     return output if isinstance(output, Tensor) else output.logits
 
