@@ -3,6 +3,7 @@ import torch
 
 from tests.conftest import installed_hook_count
 from workbench.model.tokens import (
+    context_length,
     encode_prompt,
     encode_target,
     score_targets,
@@ -51,6 +52,7 @@ def test_missing_subject_and_empty_target_give_clear_errors(tiny_bridge):
     too_long = " ".join(["Karo Velin was born in"] * tiny_bridge.cfg.n_ctx)
     with pytest.raises(ValueError, match=f"longer than the model's context of {tiny_bridge.cfg.n_ctx} tokens"):
         score_targets(tiny_bridge, tiny_bridge.tokenizer, [too_long], ["Vassa"])
+    assert context_length(tiny_bridge.original_model) == tiny_bridge.cfg.n_ctx  # a Hugging Face model's too
 
 
 def test_target_is_encoded_as_a_continuation(tiny_bridge):

@@ -56,11 +56,20 @@ def subject_token_span(tokenizer, prompt: str, subject: str, prepend_bos: bool =
     return covering[0] + offset, covering[-1] + 1 + offset
 
 
+def context_length(model) -> int | None:
+    """The longest sequence ``model`` (a TransformerBridge or a Hugging Face model) can read, if known."""
+    if hasattr(model, "cfg"):
+        return model.cfg.n_ctx
+    config = getattr(model, "config", None)
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def logits_of(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
     """The model's logits; a sequence longer than its context is a clear error, not an index error."""
-    if tokens.shape[-1] > model.cfg.n_ctx:
+    n_ctx = context_length(model)
+    if n_ctx is not None and tokens.shape[-1] > n_ctx:
         raise ValueError(f"a sequence of {tokens.shape[-1]} tokens is longer than the model's context of "
-                         f"{model.cfg.n_ctx} tokens")
+                         f"{n_ctx} tokens")
     output = model(tokens)
     return output if isinstance(output, Tensor) else output.logits
 
