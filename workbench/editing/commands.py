@@ -26,6 +26,7 @@ from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
 from workbench.io import refuse_existing
 from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus, training_facts
+from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.world import World, export_edit_cases
 
 
@@ -114,9 +115,7 @@ def cmd_mend_train(args) -> int:
     model, world = load_model_and_world(args.model)
     facts = facts_of(args, world)
     if facts is None:
-        raise ValueError("MEND trains on facts the model learned outside the evaluated cases (a workbench world's "
-                         "train split, or the train records of the case file it was trained on); this model has "
-                         "neither")
+        raise ValueError(f"MEND {NO_TRAINING_FACTS}")
     hparams = method_hparams("mend", args.hparams)
     fingerprint = model_fingerprint(model)
     directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)

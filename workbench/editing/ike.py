@@ -47,6 +47,7 @@ from torch import Tensor
 from workbench.editing.edit import Edit, EditRequest
 from workbench.editing.hparams import IkeHparams
 from workbench.evaluation.cases import EditCase
+from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.model.tokens import encode_prompt, pad_id_of, pad_right
 from workbench.world import World, relation
 from workbench.world.cases import edit_triples
@@ -164,9 +165,7 @@ class DemonstrationRetriever:
 
     def __init__(self, model, facts: World | Sequence[EditCase] | None, hparams: IkeHparams):
         if facts is None:
-            raise ValueError("IKE needs facts the model learned outside the evaluated cases (a workbench world's "
-                             "train split, or the train records of the case file it was trained on); this model "
-                             "has neither")
+            raise ValueError(f"IKE {NO_TRAINING_FACTS}")
         self.model, self.hparams = model, hparams
         self.pool = demonstration_pool(facts, hparams.seed)
         if not self.pool:

@@ -28,6 +28,8 @@ WORLD_FILE = "world.json"
 FACTS_FILE = "facts.json"
 CORPUS_FILE = "corpus.txt"
 COMPANION_FILES = (WORLD_FILE, FACTS_FILE, CORPUS_FILE)
+NO_TRAINING_FACTS = ("needs facts the model learned outside the evaluated cases (a workbench world's train split, or "
+                     "the train records of the case file it was trained on); this model has neither")
 
 
 class WorldSource:
