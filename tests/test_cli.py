@@ -113,3 +113,11 @@ def test_edit_command_runs_the_fine_tuning_baselines(capsys, tiny_world):
                      "--subject", case["subject"], "--target-new", case["target_new"], "--layer", "1", "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["method"] == method and result["layers"] == [1]
+
+
+def test_eval_refuses_an_existing_output_before_any_work(tmp_path, capsys):
+    (tmp_path / "cases.jsonl").write_text("a user's file\n")
+    missing_model = tmp_path / "no-such-model"  # loading it would fail: the refusal must come first
+    assert main(["eval", "--model", str(missing_model), "--method", "rome", "--out", str(tmp_path)]) == 2
+    assert "cases.jsonl already exists" in capsys.readouterr().err
+    assert (tmp_path / "cases.jsonl").read_text() == "a user's file\n"

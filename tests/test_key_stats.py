@@ -63,3 +63,35 @@ def test_fingerprint_changes_with_any_weight(tiny_bridge):
 def test_too_little_text_is_a_clear_error(tiny_bridge):
     with pytest.raises(ValueError, match="fewer than 128 tokens"):
         key_stats.compute_key_second_moment(tiny_bridge, 0, ["a short text"], 10, progress=False)
+
+
+
+def test_statistics_and_embeddings_taken_under_a_sessions_edit_are_the_clean_ones(tiny_bridge, tiny_world, texts,
+                                                                                 tmp_path, monkeypatch):
+    """Session A computes a ROME statistic and IKE's pool embeddings while its FT edit is applied
+    through hooks; session B and a fresh command must get what the unedited model gives."""
+    from workbench.editing.finetune import compute_finetune_edit
+    from workbench.editing.hparams import FinetuneHparams, IkeHparams
+    from workbench.editing.ike import DemonstrationRetriever, sentence_embeddings
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    fact = next(f for f in tiny_world.facts if f.relation == "born_in")
+    other = next(o for o in tiny_world.objects_of_relation("born_in") if o != fact.object)
+    request = EditRequest(f"{fact.subject} was born in", fact.subject, other, fact.object)
+    session_edit = compute_finetune_edit(tiny_bridge, request, FinetuneHparams(layer=0, steps=5, lr=5e-2))
+    n_tokens = 4 * 128  # four windows of the default width
+    clean = key_stats.compute_key_second_moment(tiny_bridge, 2, texts, n_tokens, progress=False)
+    with session_edit.applied(tiny_bridge):
+        _, cache = tiny_bridge.run_with_cache(key_stats.key_windows(tiny_bridge.tokenizer, texts, 128)[:4],
+                                              names_filter=["blocks.2.mlp.hook_post"])
+        moment_a = key_stats.key_second_moment(tiny_bridge, 2, texts, n_tokens, progress=False)
+        retriever = DemonstrationRetriever(tiny_bridge, tiny_world, IkeHparams())
+        retriever.nearest(request, 2)
+    keys = cache["blocks.2.mlp.hook_post"].reshape(-1, tiny_bridge.cfg.d_mlp).double()
+    under_edit = (keys.T @ keys / keys.shape[0]).float()
+    assert (under_edit - clean).norm() / clean.norm() > 0.01  # the edit does change what the keys say
+    torch.testing.assert_close(moment_a, clean)
+    moment_b = key_stats.key_second_moment(tiny_bridge, 2, texts, n_tokens, progress=False)  # the disk cache
+    torch.testing.assert_close(moment_b, clean)
+    pool = sentence_embeddings(tiny_bridge, [entry.new_fact for entry in retriever.pool])
+    torch.testing.assert_close(retriever._embeddings, pool)

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig
 
 from tests.conftest import installed_hook_count
-from workbench.model.architecture import ARCHITECTURES, mlp_output_module, mlp_output_site
+from workbench.editing.edit import Edit, EditRequest, WeightDelta, commit
+from workbench.model.architecture import ARCHITECTURES, mlp_output_module, mlp_output_site, plain_view
 from workbench.model.loading import ModelLoadError, load_model, resolve_model
 
 HOOKS = ("hook_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out",
@@ -67,6 +68,27 @@ def test_architecture_map_names_the_weight_that_maps_keys_to_mlp_output(saved_mo
     weight = module.weight if site.orientation == "d_mlp d_model" else module.weight.T
     reconstructed = key @ weight + (module.bias if module.bias is not None else 0)
     torch.testing.assert_close(reconstructed, output, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_the_plain_view_runs_the_bridges_own_weights_without_its_hooks(saved_models, architecture):
+    bridge = load_model(saved_models[architecture])
+    plain = plain_view(bridge)
+    tokens = torch.tensor([[0, 3, 9, 4, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(tokens).logits, bridge(tokens), atol=1e-4, rtol=1e-4)
+        site = mlp_output_site(bridge, 0)
+        assert plain.get_submodule(site.module).weight is mlp_output_module(bridge, site).weight  # shared, not copied
+        committed = commit(bridge, [Edit(EditRequest("a b", "a", "c"), (WeightDelta.dense(
+            site, torch.full((bridge.cfg.d_mlp, bridge.cfg.d_model), 0.01)),), "ft")])
+        try:
+            torch.testing.assert_close(plain(tokens).logits, bridge(tokens), atol=1e-4, rtol=1e-4)
+        finally:
+            committed.revert()
+        with bridge.hooks(fwd_hooks=[(site.output_hook, lambda output, hook: 3.0 * output)]):
+            hooked = bridge(tokens)
+        assert not torch.allclose(plain(tokens).logits, hooked, atol=1e-3)  # the bridge's hooks do not apply
+    assert installed_hook_count(bridge) == 0
 
 
 def test_layer_out_of_range_is_refused(tiny_bridge):

@@ -4,12 +4,14 @@ measurements on the tiny model and from the aggregate arithmetic."""
 import math
 
 import pytest
+import torch
 
 from workbench.editing.editor import Editor
 from workbench.evaluation.cases import parse_cases
+from workbench.evaluation.metrics import Measurement, protocol_metrics
 from workbench.evaluation.protocol import format_scores, harmonic_mean, protocol_scores
 from workbench.evaluation.runner import evaluate
-from workbench.model.tokens import score_targets
+from workbench.model.tokens import encode_target, score_targets
 from workbench.world import export_edit_cases
 
 
@@ -41,18 +43,38 @@ def test_counterfact_scores_are_the_shares_the_paper_defines(tiny_bridge, world_
             prompts = [p.prompt for p in case.neighbours] * 2
             targets = [p.answer for p in case.neighbours] + [case.request.target_new] * len(case.neighbours)
             log_p = score_targets(tiny_bridge, tiny_bridge.tokenizer, prompts, targets).log_prob
+        lengths = torch.tensor([len(encode_target(tiny_bridge.tokenizer, target)) for target in targets])
         n = len(case.neighbours)
-        assert metrics["neighborhood_score"] == pytest.approx(float((log_p[:n] > log_p[n:]).float().mean()))
+        per_token = log_p / lengths
+        assert metrics["neighborhood_score"] == pytest.approx(float((per_token[:n] > per_token[n:]).float().mean()))
+        assert metrics["neighborhood_score_summed"] == pytest.approx(float((log_p[:n] > log_p[n:]).float().mean()))
     scores = results["scores"]
     assert scores["benchmark"] == "counterfact"
     assert scores["ES"] == pytest.approx(100 * results["efficacy"]["mean"])
     assert scores["NS"] == pytest.approx(100 * results["neighborhood_score"]["mean"])
     assert scores["S"] == pytest.approx(harmonic_mean([scores["ES"], scores["PS"], scores["NS"]]))
+    targets = [c.request.target_new for c in world_cases] + [c.request.ground_truth for c in world_cases]
     log_p = score_targets(tiny_bridge, tiny_bridge.tokenizer, [c.request.prompt for c in world_cases] * 2,
-                          [c.request.target_new for c in world_cases] + [c.request.ground_truth for c in world_cases]
-                          ).log_prob  # the unedited model
+                          targets).log_prob  # the unedited model
+    log_p = log_p / torch.tensor([len(encode_target(tiny_bridge.tokenizer, target)) for target in targets])
     n = len(world_cases)
     assert results["scores_before"]["ES"] == pytest.approx(100 * float((log_p[:n] > log_p[n:]).float().mean()))
+
+
+def test_answers_of_different_lengths_compare_per_token():
+    """A one-token new answer at log p = -2 against a three-token true answer at -3 in all: the
+    whole new answer is more probable (summed), but each of its tokens less (per token, as the
+    CounterFact protocol scores)."""
+    state = Measurement(edit_new=-2.0, edit_true=-3.0, edit_accuracy=1.0, paraphrase_new=[-2.0, -0.5],
+                        paraphrase_true=[-3.0, -3.0], paraphrase_accuracy=[1.0, 1.0], reverse_accuracy=[],
+                        portability_accuracy=[], locality_answer={"neighbours": [-3.0]},
+                        locality_new={"neighbours": [-2.0]}, locality_accuracy={"neighbours": [1.0]},
+                        locality_distributions={}, fluency=math.nan, new_tokens=1, true_tokens=3,
+                        locality_answer_tokens={"neighbours": [3]})
+    metrics = protocol_metrics(state)
+    assert metrics["efficacy"] == 0.0 and metrics["efficacy_summed"] == 1.0
+    assert metrics["paraphrase"] == 0.5 and metrics["paraphrase_summed"] == 1.0
+    assert metrics["neighborhood_score"] == 1.0 and metrics["neighborhood_score_summed"] == 0.0
 
 
 def test_zsre_records_get_token_accuracies(tiny_bridge, world_cases, ft_l):

@@ -23,7 +23,7 @@ from workbench.evaluation.compare import (
     write_comparison,
 )
 from workbench.evaluation.protocol import format_scores
-from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
+from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, result_files, write_results
 from workbench.io import refuse_existing
 from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus, training_facts
 from workbench.model.sources import NO_TRAINING_FACTS
@@ -81,6 +81,7 @@ def cmd_edit(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    refuse_existing(result_files(args.out), args.force)  # before any work, not only after it
     model, world = load_model_and_world(args.model)
     cases = load_edit_cases(args.cases, world)
     editor = Editor(model, args.method, args.hparams, facts_of(args, world), stats_file(args), args.checkpoint)

@@ -1,7 +1,8 @@
 """Fine-tuning baselines (FT and FT-L): gradient steps on one MLP output weight, through hooks.
 
 The weight change is a dense ``WeightDelta`` (key space, ``[d_mlp, d_model]``) optimised while it
-is applied through the same hooks every edit uses, so the model's weights are never written.
+is applied through the same hooks every edit uses, so the model's weights are never written (nor
+given a gradient: ``frozen_weights``).
 The loss is the negative log-likelihood of ``target_new`` after the edit prompt. FT-L clamps every
 entry of the change to ``[-norm_constraint, norm_constraint]`` after each step.
 """
@@ -15,6 +16,7 @@ import torch
 from workbench.editing.edit import Edit, EditRequest, WeightDelta, delta_hooks
 from workbench.editing.hparams import FinetuneHparams
 from workbench.model.architecture import mlp_output_site
+from workbench.model.frozen import frozen_weights
 from workbench.model.tokens import encode_prompt, encode_target
 
 
@@ -32,21 +34,22 @@ def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams)
     delta = WeightDelta.dense(site, change)
     optimizer = torch.optim.Adam([change], lr=hparams.lr)
     losses = []
-    for step in range(hparams.steps):
-        with model.hooks(fwd_hooks=delta_hooks([delta])):
-            log_probs = model(tokens)[0].float().log_softmax(-1)
-        nll = -log_probs[positions, target_ids].mean()
-        if not torch.isfinite(nll):
-            raise FloatingPointError(f"fine-tuning produced a loss of {nll.item()} at step {step}")
-        losses.append(nll.item())
-        if nll.item() < hparams.early_stop_nll:
-            break
-        optimizer.zero_grad()
-        nll.backward()
-        optimizer.step()
-        if hparams.norm_constraint is not None:
-            with torch.no_grad():
-                change.clamp_(-hparams.norm_constraint, hparams.norm_constraint)
+    with frozen_weights(model):
+        for step in range(hparams.steps):
+            with model.hooks(fwd_hooks=delta_hooks([delta])):
+                log_probs = model(tokens)[0].float().log_softmax(-1)
+            nll = -log_probs[positions, target_ids].mean()
+            if not torch.isfinite(nll):
+                raise FloatingPointError(f"fine-tuning produced a loss of {nll.item()} at step {step}")
+            losses.append(nll.item())
+            if nll.item() < hparams.early_stop_nll:
+                break
+            optimizer.zero_grad()
+            nll.backward()
+            optimizer.step()
+            if hparams.norm_constraint is not None:
+                with torch.no_grad():
+                    change.clamp_(-hparams.norm_constraint, hparams.norm_constraint)
     method = "ft" if hparams.norm_constraint is None else "ft-l"
     final = WeightDelta.dense(site, change.detach().cpu())
     return Edit(request, (final,), method=method, hparams=dict(vars(hparams)),

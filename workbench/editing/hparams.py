@@ -41,11 +41,12 @@ class RomeHparams(HparamsFile):
 
     ``layer``: the MLP output weight to edit. Keys (``k*``) are averaged over the request prompt
     and ``n_prefixes`` corpus prefixes of ``prefix_words`` words. The value vector is optimised
-    with Adam (``v_lr``, at most ``v_steps`` steps, stopping once the target's mean NLL is below
-    ``v_early_stop_nll``); the loss adds ``kl_factor`` times the KL divergence of the next-token
-    distribution after each ``kl_prompts`` template (filled with the subject) and
-    ``v_weight_decay`` times the squared norm of the change relative to the original output,
-    whose norm is clamped at ``clamp_norm_factor`` times the original's. ``key_stats_tokens``
+    with Adam (``v_lr``, at most ``v_steps`` forward passes, stopping once the total loss is below
+    ``v_early_stop_loss``); the loss is the target's mean NLL plus ``kl_factor`` times
+    KL(edited || original) of the next-token distribution after each ``kl_prompts`` template
+    (filled with the subject) plus ``v_weight_decay`` times the norm of the change over the
+    squared norm of the original output; the change's norm is clamped at ``clamp_norm_factor``
+    times the original's (``workbench.editing.rome``). ``key_stats_tokens``
     keys from the model's corpus estimate E[k k^T].
     """
 
@@ -55,7 +56,7 @@ class RomeHparams(HparamsFile):
     v_steps: int = 20
     v_lr: float = 0.5
     v_weight_decay: float = 0.5
-    v_early_stop_nll: float = 0.05
+    v_early_stop_loss: float = 0.05
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
     kl_prompts: tuple[str, ...] = ("{} is a",)

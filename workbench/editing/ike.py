@@ -47,6 +47,7 @@ from torch import Tensor
 from workbench.editing.edit import Edit, EditRequest
 from workbench.editing.hparams import IkeHparams
 from workbench.evaluation.cases import EditCase
+from workbench.model.hooks import hooks_suspended
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.model.tokens import encode_prompt, pad_id_of, pad_right
 from workbench.world import World, relation
@@ -176,9 +177,10 @@ class DemonstrationRetriever:
     def nearest(self, request: EditRequest, k: int) -> list[PoolEntry]:
         """The ``k`` entries most similar to the request's new fact, most similar first; never an
         entry about the request's own subject (its counterfactual would compete with the new fact)."""
-        if self._embeddings is None:
-            self._embeddings = sentence_embeddings(self.model, [entry.new_fact for entry in self.pool])
-        query = sentence_embeddings(self.model, [statement(request.prompt, request.target_new)])[0]
+        with hooks_suspended(self.model):  # the cached embeddings describe the model, not a caller's edits
+            if self._embeddings is None:
+                self._embeddings = sentence_embeddings(self.model, [entry.new_fact for entry in self.pool])
+            query = sentence_embeddings(self.model, [statement(request.prompt, request.target_new)])[0]
         order = torch.argsort(self._embeddings @ query, descending=True).tolist()
         subject = request.subject.strip()
         return [self.pool[i] for i in order if self.pool[i].subject != subject][:k]

@@ -2,9 +2,11 @@
 
 Keys are the inputs of a layer's MLP output projection (``blocks.L.mlp.hook_post``), collected at
 every token of a text corpus in batches of fixed-length windows (BOS first), until
-``n_tokens`` keys are seen. Results are cached on disk under ``cache_root()/key-stats`` keyed by
-the model fingerprint, the layer, the corpus fingerprint and the token count; files are written
-atomically and any file that cannot be read or does not match its key is recomputed, never used.
+``n_tokens`` keys are seen. They are always read from the model without the edits a caller
+applied through hooks (``hooks_suspended``), since the statistic is shared by every caller.
+Results are cached on disk under ``cache_root()/key-stats`` keyed by the model fingerprint, the
+layer, the corpus fingerprint and the token count; files are written atomically and any file that
+cannot be read or does not match its key is recomputed, never used.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
 from workbench.model.architecture import KEY_HOOK
+from workbench.model.hooks import hooks_suspended
 from workbench.model.store import cache_root
 
 
@@ -48,8 +51,9 @@ def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens:
     device = model.W_E.device
     bar = tqdm(total=n_tokens, desc=f"key statistics, layer {layer}", disable=not progress)
     for begin in range(0, windows.shape[0], batch_size):
-        _, cache = model.run_with_cache(windows[begin:begin + batch_size].to(device),
-                                        names_filter=lambda name: name == hook_name)
+        with hooks_suspended(model):
+            _, cache = model.run_with_cache(windows[begin:begin + batch_size].to(device),
+                                            names_filter=lambda name: name == hook_name)
         keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double().cpu()
         total += keys.T @ keys
         seen += keys.shape[0]

@@ -36,6 +36,7 @@ from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
 from workbench.editing.hparams import MendHparams
 from workbench.io import staged_directory
 from workbench.model.architecture import EditSite, mlp_output_site
+from workbench.model.frozen import frozen_weights
 from workbench.model.store import cache_root
 from workbench.model.tokens import encode_prompt, encode_target
 
@@ -100,7 +101,7 @@ class MendNetwork(nn.Module):
 def edit_gradients(model, request: EditRequest, sites: list[EditSite]) -> list[tuple[Tensor, Tensor]]:
     """Per site, the keys ``[T, d_mlp]`` and the gradients at the MLP output ``[T, d_model]`` of the
     mean NLL of ``target_new`` after the prompt, over the ``T`` tokens of prompt + target (less its
-    last token). The model's parameters get no gradient."""
+    last token). No gradient is computed for the model's parameters."""
     device = model.W_E.device
     prompt = encode_prompt(model.tokenizer, request.prompt)
     target = encode_target(model.tokenizer, request.target_new)
@@ -120,7 +121,7 @@ def edit_gradients(model, request: EditRequest, sites: list[EditSite]) -> list[t
             return output + probes[index]
 
         hooks += [(site.key_hook, read_key), (site.output_hook, add_probe)]
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+    with torch.enable_grad(), frozen_weights(model), model.hooks(fwd_hooks=hooks):
         log_probs = model(tokens)[0].float().log_softmax(-1)
         nll = -log_probs[positions, torch.tensor(target, device=device)].mean()
         if not torch.isfinite(nll):

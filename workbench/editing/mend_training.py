@@ -27,6 +27,7 @@ from workbench.editing.edit import EditRequest, delta_hooks
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
 from workbench.evaluation.cases import EditCase
+from workbench.model.frozen import frozen_weights
 from workbench.model.record_corpus import true_facts
 from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right
 from workbench.world import World, relation
@@ -131,18 +132,19 @@ def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
     stream = training_edits(facts, hparams.seed)
     history = []
     bar = tqdm(range(hparams.train_steps), desc="training the MEND editor", disable=not progress)
-    for step in bar:
-        nlls, kls = zip(*(edit_losses(model, network, sites, next(stream), observe=True)
-                          for _ in range(hparams.batch_size)))
-        nll, kl = torch.stack(nlls).mean(), torch.stack(kls).mean()
-        loss = hparams.edit_weight * nll + hparams.locality_weight * kl
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
-        for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
-            parameter.grad = grad
-        optimizer.step()
-        history.append((nll.item(), kl.item()))
-        bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.4f}")
+    with frozen_weights(model):
+        for step in bar:
+            nlls, kls = zip(*(edit_losses(model, network, sites, next(stream), observe=True)
+                              for _ in range(hparams.batch_size)))
+            nll, kl = torch.stack(nlls).mean(), torch.stack(kls).mean()
+            loss = hparams.edit_weight * nll + hparams.locality_weight * kl
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
+            for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
+                parameter.grad = grad
+            optimizer.step()
+            history.append((nll.item(), kl.item()))
+            bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.4f}")
     network.eval()
 
     def window_means(rows):

@@ -1,17 +1,46 @@
 """ROME (Meng et al. 2022): a rank-one update of one MLP output weight, computed without touching it.
 
 ``compute_rome_edit(model, request, hparams, texts)`` returns an ``Edit`` and leaves the model
-exactly as it found it (no weight is written; every hook is scoped). Steps, as in the reference
-implementation:
+exactly as it found it: no weight is written, no gradient is computed for any weight (nor left in
+``.grad``), every hook is scoped. Steps, as the authors' code (``rome/compute_u.py``,
+``rome/compute_v.py``, ``rome/rome_main.py``) computes them:
 
 1. ``k*``: the key (``blocks.L.mlp.hook_post``) at the subject's last token, averaged over the
    request prompt and short corpus prefixes followed by it; ``u = C^-1 k* / |C^-1 k*|`` with
    ``C = E[k k^T]`` from ``key_stats``.
-2. ``v*``: a vector added to the MLP output at the subject's last token in every prefixed prompt
-   is optimised so that they continue with the new target (see ``RomeHparams``); ``v*`` is the
-   request prompt's original MLP output there plus that vector.
+2. ``v*``: a vector ``delta`` added to the MLP output at the subject's last token of every prompt
+   of the batch (the prefixed edit prompts, each followed by the target less its last token, and
+   the KL prompts) is optimised with Adam to minimise
+
+       NLL + kl_factor * KL(edited || original) + v_weight_decay * |delta| / |o|^2
+
+   where NLL is the new target's mean per-token negative log-likelihood over the prefixed prompts,
+   KL compares the next-token distributions after the KL prompts with and without ``delta``, and
+   ``o`` is the request prompt's original MLP output there. After each step ``delta`` is clamped to
+   norm ``clamp_norm_factor * |o|``. The loop stops when the total loss falls below
+   ``v_early_stop_loss`` or after ``v_steps`` forward passes (the last one only measures, so at
+   most ``v_steps - 1`` updates). ``v* = o + delta``.
 3. The update ``dW = u (v* - W k)^T / (k . u)``, with ``k`` the request prompt's own key, so that
    the edited weight maps ``k`` exactly to ``v*`` and changes least under ``C``.
+
+Remaining differences from the authors' code and the paper:
+
+- **KL position.** The authors' code reads the KL distribution at the subject's last token of
+  "{subject} is a"; the paper (and this module) at the next token after it, where the prompt asks
+  about the subject's kind.
+- **Context prefixes.** The authors' code generates its prefixes with the model itself (text of 5
+  and 10 tokens after a few fixed starts); here they are the first ``prefix_words`` words of
+  ``n_prefixes`` texts drawn from the model's own corpus, with the same seed for every edit.
+- **BOS.** Every prompt starts with the tokenizer's BOS token, as every document did in the
+  workbench models' training (the authors' GPT-2 runs tokenise prompts without one); positions
+  count it.
+- **Key statistics.** ``C`` comes from the model's own corpus (``key_stats_tokens`` keys), not
+  from Wikipedia text; ``C`` is a second moment, as the authors' ``mom2``.
+- **Batch.** The authors' batch holds one row per prefix and one per KL prompt, like this one; the
+  log-probabilities are computed only at the positions the loss reads (the same numbers, less
+  work). The optimisation's forward passes run through the Hugging Face model on the bridge's
+  weights (``ValueObjective``), as the authors' code runs, except while a caller's hooks are
+  applied to the bridge.
 """
 
 from __future__ import annotations
@@ -19,15 +48,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.editing.edit import Edit, EditRequest, WeightDelta
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.key_stats import key_second_moment
-from workbench.model.architecture import mlp_output_site
+from workbench.model.architecture import EditSite, mlp_output_site, plain_view
+from workbench.model.frozen import frozen_weights
+from workbench.model.hooks import active_hook_count
 from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right, subject_token_span
 
 
@@ -43,7 +75,7 @@ def _subject_last_positions(tokenizer, prompts: Sequence[str], subject: str) -> 
 
 
 @torch.no_grad()
-def _keys_and_outputs(model, prompts: Sequence[str], subject: str, layer: int) -> tuple[Tensor, Tensor]:
+def keys_and_outputs(model, prompts: Sequence[str], subject: str, layer: int) -> tuple[Tensor, Tensor]:
     """Key ``[n, d_mlp]`` and MLP output ``[n, d_model]`` at the subject's last token of each prompt."""
     site = mlp_output_site(model, layer)
     tokenizer = model.tokenizer
@@ -54,61 +86,148 @@ def _keys_and_outputs(model, prompts: Sequence[str], subject: str, layer: int) -
     return cache[site.key_hook][rows, positions].cpu(), cache[site.output_hook][rows, positions].cpu()
 
 
-def optimise_value(model, request: EditRequest, hparams: RomeHparams, prefixes: Sequence[str],
-                   original_output: Float[Tensor, " d_model"]) -> tuple[Tensor, dict]:
-    """The vector ``delta`` that, added to the MLP output at the subject's last token, makes the
-    prefixed prompts continue with ``request.target_new``. Returns it and the loss trace."""
-    tokenizer = model.tokenizer
-    device = model.W_E.device
+@dataclass(frozen=True)
+class ValueBatch:
+    """The batch of ROME's value optimisation: ``n_edit`` prefixed edit prompts (each followed by
+    the target less its last token), then the KL prompts, right-padded into ``tokens [batch pos]``.
+
+    ``lookup [batch]``: the subject's last token of each row, where ``delta`` is added;
+    ``target_positions [n_edit target]``: the positions whose next token is the target's;
+    ``target_ids [target]``; ``kl_positions [n_kl]``: the last token of each KL prompt.
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    lookup: Int[Tensor, " batch"]
+    n_edit: int
+    target_positions: Int[Tensor, "n_edit target"]
+    target_ids: Int[Tensor, " target"]
+    kl_positions: Int[Tensor, " n_kl"]
+
+
+def value_batch(tokenizer, request: EditRequest, hparams: RomeHparams, prefixes: Sequence[str],
+                device: torch.device | str) -> ValueBatch:
+    """The ``ValueBatch`` of ``request`` with ``prefixes`` (see ``ValueBatch``)."""
     target = encode_target(tokenizer, request.target_new)
     edit_prompts = [prefix + request.prompt for prefix in ["", *prefixes]]
     kl_prompts = [template.format(request.subject) for template in hparams.kl_prompts]
     prompt_ids = [encode_prompt(tokenizer, p) for p in edit_prompts + kl_prompts]
-    rows = [ids + target[:-1] if i < len(edit_prompts) else ids for i, ids in enumerate(prompt_ids)]
-    tokens = pad_right(rows, pad_id_of(tokenizer)).to(device)
-    lookup = torch.tensor(_subject_last_positions(tokenizer, edit_prompts + kl_prompts, request.subject),
-                          device=device)
     n_edit = len(edit_prompts)
-    target_positions = torch.tensor([[len(ids) - 1 + j for j in range(len(target))] for ids in prompt_ids[:n_edit]],
-                                    device=device)
-    target_ids = torch.tensor(target, device=device).expand(n_edit, -1)
-    kl_positions = torch.tensor([len(ids) - 1 for ids in prompt_ids[n_edit:]], device=device)
-    site = mlp_output_site(model, hparams.layer)
+    rows = [ids + target[:-1] if i < n_edit else ids for i, ids in enumerate(prompt_ids)]
+    lookup = _subject_last_positions(tokenizer, edit_prompts + kl_prompts, request.subject)
+    target_positions = [[len(ids) - 1 + j for j in range(len(target))] for ids in prompt_ids[:n_edit]]
+    return ValueBatch(pad_right(rows, pad_id_of(tokenizer)).to(device), torch.tensor(lookup, device=device), n_edit,
+                      torch.tensor(target_positions, device=device), torch.tensor(target, device=device),
+                      torch.tensor([len(ids) - 1 for ids in prompt_ids[n_edit:]], device=device))
+
+
+def read_losses(batch: ValueBatch, logits: Float[Tensor, "batch pos d_vocab"]) \
+        -> tuple[Float[Tensor, "n_edit target"], Float[Tensor, "n_kl d_vocab"]]:
+    """The target tokens' log-probabilities ``[n_edit, target]`` and the KL prompts' next-token
+    log-distributions ``[n_kl, d_vocab]`` (log-softmax taken only where they are read)."""
+    edit_rows = torch.arange(batch.n_edit, device=logits.device).unsqueeze(1)
+    target_logits = logits[:batch.n_edit][edit_rows, batch.target_positions].float()
+    target_ids = batch.target_ids.expand(batch.n_edit, -1).unsqueeze(-1)
+    target_log_probs = target_logits.log_softmax(-1).gather(-1, target_ids).squeeze(-1)
+    kl_rows = torch.arange(len(batch.kl_positions), device=logits.device)
+    kl_log_probs = logits[batch.n_edit:][kl_rows, batch.kl_positions].float().log_softmax(-1)
+    return target_log_probs, kl_log_probs
+
+
+def kl_from_original(edited: Float[Tensor, "n d_vocab"], original: Float[Tensor, "n d_vocab"]) -> Tensor:
+    """KL(edited || original) of next-token log-distributions, summed over the vocabulary and
+    averaged over the ``n`` prompts (the authors' ``kl_div(original, edited, log_target=True)``)."""
+    return (edited.exp() * (edited - original)).sum(-1).mean()
+
+
+def value_weight_decay(delta: Float[Tensor, " d_model"], original_output: Float[Tensor, " d_model"],
+                       factor: float) -> Tensor:
+    """``factor * |delta| / |original_output|^2``: the norm of the change, not its square, over the
+    squared norm of the original output, as the authors' code computes it."""
+    return factor * delta.norm() / original_output.norm() ** 2
+
+
+class ValueObjective:
+    """ROME's value loss as a function of ``delta`` (see the module docstring): one forward pass of
+    the ``ValueBatch`` with ``delta`` added to the site's MLP output, then the three terms.
+
+    The forward pass runs through ``plain_view(model)``, the Hugging Face model itself on the
+    bridge's own weights, with a PyTorch hook on the site's module: as fast as Hugging Face alone.
+    While hooks are applied to the bridge (a caller's edits, say) it runs through the bridge and
+    its hooks instead, so that the edit is computed on the model as the caller sees it;
+    ``through_bridge`` forces either way.
+    """
+
+    def __init__(self, model, site: EditSite, batch: ValueBatch, hparams: RomeHparams,
+                 original_output: Float[Tensor, " d_model"], through_bridge: bool | None = None):
+        self.model, self.site, self.batch, self.hparams = model, site, batch, hparams
+        if through_bridge is None:
+            through_bridge = active_hook_count(model) > 0
+        self.plain = None if through_bridge else plain_view(model)
+        self.original_output = original_output.to(batch.tokens.device)
+        self._rows = torch.arange(len(batch.lookup), device=batch.tokens.device)
+        with torch.no_grad():
+            self.original_kl = read_losses(batch, self.logits(None))[1]
+
+    def _add(self, output: Tensor, delta: Tensor | None) -> Tensor:
+        if delta is None:
+            return output
+        return output.index_put((self._rows, self.batch.lookup), delta.to(output.dtype), accumulate=True)
+
+    def logits(self, delta: Float[Tensor, " d_model"] | None) -> Float[Tensor, "batch pos d_vocab"]:
+        """The batch's logits with ``delta`` added (None: the model as it is)."""
+        if self.plain is None:
+            with self.model.hooks(fwd_hooks=[(self.site.output_hook, lambda output, hook: self._add(output, delta))]):
+                return self.model(self.batch.tokens)
+        module = self.plain.get_submodule(self.site.module)
+        handle = module.register_forward_hook(lambda module, inputs, output: self._add(output, delta))
+        try:
+            return self.plain(self.batch.tokens).logits
+        finally:
+            handle.remove()
+
+    def __call__(self, delta: Float[Tensor, " d_model"]) -> tuple[Tensor, dict]:
+        """``(loss, {"nll", "kl", "decay"})`` at ``delta``."""
+        return self.loss_of(self.logits(delta), delta)
+
+    def loss_of(self, logits: Float[Tensor, "batch pos d_vocab"], delta: Float[Tensor, " d_model"]) \
+            -> tuple[Tensor, dict]:
+        target_log_probs, kl_log_probs = read_losses(self.batch, logits)
+        nll = -target_log_probs.mean()
+        kl = kl_from_original(kl_log_probs, self.original_kl)
+        decay = value_weight_decay(delta, self.original_output, self.hparams.v_weight_decay)
+        loss = nll + self.hparams.kl_factor * kl + decay
+        return loss, {"nll": nll.item(), "kl": kl.item(), "decay": decay.item()}
+
+
+def optimise_value(model, request: EditRequest, hparams: RomeHparams, prefixes: Sequence[str],
+                   original_output: Float[Tensor, " d_model"]) -> tuple[Tensor, dict]:
+    """The vector ``delta`` that, added to the MLP output at the subject's last token, makes the
+    prefixed prompts continue with ``request.target_new``. Returns it and the loss trace."""
+    device = model.W_E.device
+    batch = value_batch(model.tokenizer, request, hparams, prefixes, device)
     delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
-
-    def add_delta(output, hook):
-        output = output.clone()
-        output[torch.arange(output.shape[0], device=device), lookup] += delta.to(output.dtype)
-        return output
-
-    with torch.no_grad():
-        original_kl = model(tokens)[n_edit:][torch.arange(len(kl_prompts)), kl_positions].log_softmax(-1)
     optimizer = torch.optim.Adam([delta], lr=hparams.v_lr)
     max_norm = hparams.clamp_norm_factor * original_output.norm().item()
     losses = []
-    for step in range(hparams.v_steps):
-        with model.hooks(fwd_hooks=[(site.output_hook, add_delta)]):
-            log_probs = model(tokens).float().log_softmax(-1)
-        rows_index = torch.arange(n_edit, device=device).unsqueeze(1)
-        nll = -log_probs[:n_edit][rows_index, target_positions, target_ids].mean()
-        kl_log_probs = log_probs[n_edit:][torch.arange(len(kl_prompts), device=device), kl_positions]
-        kl = torch.nn.functional.kl_div(kl_log_probs, original_kl, log_target=True, reduction="batchmean")
-        decay = hparams.v_weight_decay * delta.norm() ** 2 / original_output.norm().to(device) ** 2
-        loss = nll + hparams.kl_factor * kl + decay
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"ROME's value optimisation produced {loss.item()} at step {step}")
-        losses.append({"nll": nll.item(), "kl": kl.item(), "decay": decay.item()})
-        if nll.item() < hparams.v_early_stop_nll:
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        if step == 0 and (delta.grad is None or not delta.grad.any()):
-            raise ValueError(f"the MLP output at the subject's last token in layer {hparams.layer} does not reach "
-                             "the prediction of the target (no later layer reads it): choose an earlier layer")
-        optimizer.step()
-        with torch.no_grad():
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+    with frozen_weights(model):
+        objective = ValueObjective(model, mlp_output_site(model, hparams.layer), batch, hparams, original_output)
+        for step in range(hparams.v_steps):
+            loss, terms = objective(delta)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"ROME's value optimisation produced {loss.item()} at step {step}")
+            losses.append(terms)
+            if loss.item() < hparams.v_early_stop_loss or step == hparams.v_steps - 1:
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            if step == 0 and (delta.grad is None or not delta.grad.any()):
+                raise ValueError(f"the MLP output at the subject's last token in layer {hparams.layer} does not "
+                                 "reach the prediction of the target (no later layer reads it): choose an earlier "
+                                 "layer")
+            optimizer.step()
+            with torch.no_grad():
+                if delta.norm() > max_norm:
+                    delta.mul_(max_norm / delta.norm())
     return delta.detach().cpu(), {"losses": losses}
 
 
@@ -125,7 +244,7 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     if moment is None:
         moment = key_second_moment(model, hparams.layer, texts, hparams.key_stats_tokens, progress=progress)
     statistics_seconds = time.perf_counter() - started
-    keys, outputs = _keys_and_outputs(model, [prefix + request.prompt for prefix in ["", *prefixes]],
+    keys, outputs = keys_and_outputs(model, [prefix + request.prompt for prefix in ["", *prefixes]],
                                       request.subject, hparams.layer)
     own_key, own_output = keys[0].double(), outputs[0]
     direction = torch.linalg.solve(moment.double(), keys.mean(dim=0).double())
@@ -139,3 +258,4 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     return Edit(request, (delta,), method="rome", hparams=dict(vars(hparams)),
                 timings={"key_statistics_s": statistics_seconds, "total_s": time.perf_counter() - started,
                          "target_value": target_value.tolist(), **trace})
+

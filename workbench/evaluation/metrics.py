@@ -3,6 +3,11 @@
 ``measure(model, case)`` gives raw measurements; ``case_metrics(before, after)`` turns a pair of
 them into the case's metrics:
 
+Two answers are compared as the CounterFact protocol compares them (Meng et al. 2022, the
+authors' ``test_batch_prediction``): by their mean per-token log-probability, so that answers of
+different token counts compare fairly. The ``*_summed`` metrics compare the summed
+log-probabilities (the probabilities of the whole answers) instead.
+
 - ``efficacy``: p(target_new) > p(ground_truth) on the edit prompt; ``efficacy_accuracy``: the
   teacher-forced token accuracy of target_new there;
 - ``paraphrase``: share of paraphrase prompts where p(target_new) > p(ground_truth);
@@ -10,11 +15,13 @@ them into the case's metrics:
 - ``neighborhood_score``: share of neighbourhood prompts whose own answer stays more probable
   than target_new (CounterFact's NS); ``specificity`` (``_before``): mean teacher-forced token
   accuracy of the neighbourhood prompts' own answers after (before) the edit (zsRE's);
+- ``efficacy_summed``, ``paraphrase_summed``, ``neighborhood_score_summed``: the same three with
+  summed log-probabilities;
 - ``reverse``, ``portability``: mean teacher-forced token accuracy of the expected answers (NaN
   without prompts); ``*_before`` is the same before the edit, the baseline a multi-token answer's
   easy later tokens earn without any edit;
 - ``neighborhood``, ``same_subject``: share of prompts whose top next token is unchanged by the
-  edit and whose own answer stays more probable than target_new; ``*_kl``: mean KL divergence
+  edit and whose own answer stays more probable than target_new (per token); ``*_kl``: mean KL divergence
   of the next-token distribution, before || after;
 - ``fluency``, ``fluency_before``: n-gram entropy (bits) of a greedy generation from the edit
   prompt after and before the edit (``fluency.py``; NaN when ``fluency_tokens`` is 0).
@@ -29,14 +36,16 @@ import torch
 
 from workbench.evaluation.cases import EditCase, Probe
 from workbench.evaluation.fluency import greedy_continuation, ngram_entropy
-from workbench.model.tokens import encode_prompt, logits_of, pad_id_of, pad_right, score_targets
+from workbench.model.tokens import encode_prompt, encode_target, logits_of, pad_id_of, pad_right, score_targets
 
 FLUENCY_TOKENS = 40
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Raw numbers of one case in one model state (lists follow the case's probe order)."""
+    """Raw numbers of one case in one model state (lists follow the case's probe order).
+    Log-probabilities are summed over an answer's tokens; ``*_tokens`` are the token counts that
+    turn them into per-token means."""
 
     edit_new: float
     edit_true: float
@@ -51,6 +60,9 @@ class Measurement:
     locality_accuracy: dict[str, list[float]]
     locality_distributions: dict[str, torch.Tensor]
     fluency: float
+    new_tokens: int
+    true_tokens: int
+    locality_answer_tokens: dict[str, list[int]]
 
 
 def _scores(model, prompts: list[str], targets: list[str]):
@@ -80,8 +92,9 @@ def measure(model, case: EditCase, fluency_tokens: int = FLUENCY_TOKENS) -> Meas
     paraphrase = _scores(model, paraphrase_prompts * 2, [new] * n + [true] * n)
     reverse = _scores(model, [p.prompt for p in case.reverse], [p.answer for p in case.reverse])
     portability = _scores(model, [p.prompt for p in case.portability], [p.answer for p in case.portability])
-    answers, news, accuracies, distributions = {}, {}, {}, {}
+    answers, news, accuracies, distributions, lengths = {}, {}, {}, {}, {}
     for group, probes in (("neighbours", case.neighbours), ("same_subject", case.same_subject)):
+        lengths[group] = [len(encode_target(model.tokenizer, p.answer)) for p in probes]
         scores = _scores(model, [p.prompt for p in probes] * 2, [p.answer for p in probes] + [new] * len(probes))
         answers[group] = scores.log_prob[: len(probes)].tolist() if scores is not None else []
         news[group] = scores.log_prob[len(probes):].tolist() if scores is not None else []
@@ -95,7 +108,8 @@ def measure(model, case: EditCase, fluency_tokens: int = FLUENCY_TOKENS) -> Meas
         reverse.token_accuracy.tolist() if reverse is not None else [],
         portability.token_accuracy.tolist() if portability is not None else [],
         answers, news, accuracies, distributions,
-        ngram_entropy(greedy_continuation(model, request.prompt, fluency_tokens)) if fluency_tokens else math.nan)
+        ngram_entropy(greedy_continuation(model, request.prompt, fluency_tokens)) if fluency_tokens else math.nan,
+        len(encode_target(model.tokenizer, new)), len(encode_target(model.tokenizer, true)), lengths)
 
 
 def _mean(values) -> float:
@@ -103,19 +117,32 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _answer_kept(state: Measurement, group: str, per_token: bool = True) -> list[bool]:
+    """Per probe of ``group``: its own answer is more probable than target_new."""
+    lengths = state.locality_answer_tokens[group] if per_token else [1] * len(state.locality_answer[group])
+    new_length = state.new_tokens if per_token else 1
+    return [answer / length > new / new_length
+            for answer, length, new in zip(state.locality_answer[group], lengths, state.locality_new[group])]
+
+
+def _new_wins(state: Measurement, new: list[float], true: list[float], per_token: bool = True) -> list[bool]:
+    """Per prompt: target_new is more probable than ground_truth."""
+    new_length, true_length = (state.new_tokens, state.true_tokens) if per_token else (1, 1)
+    return [a / new_length > b / true_length for a, b in zip(new, true)]
+
+
 def protocol_metrics(state: Measurement) -> dict[str, float]:
     """The metrics behind the benchmarks' standard scores (``protocol``) in one model state:
     ``efficacy`` and ``efficacy_accuracy``, ``paraphrase`` and ``paraphrase_accuracy``,
-    ``neighborhood_score`` and ``specificity`` (see the module docstring)."""
-    return {
-        "efficacy": float(state.edit_new > state.edit_true),
-        "efficacy_accuracy": state.edit_accuracy,
-        "paraphrase": _mean(float(a > b) for a, b in zip(state.paraphrase_new, state.paraphrase_true)),
-        "paraphrase_accuracy": _mean(state.paraphrase_accuracy),
-        "neighborhood_score": _mean(float(a > b) for a, b in zip(state.locality_answer["neighbours"],
-                                                                  state.locality_new["neighbours"])),
-        "specificity": _mean(state.locality_accuracy["neighbours"]),
-    }
+    ``neighborhood_score`` and ``specificity``, and the ``*_summed`` forms (see the module docstring)."""
+    metrics = {"efficacy_accuracy": state.edit_accuracy, "paraphrase_accuracy": _mean(state.paraphrase_accuracy),
+               "specificity": _mean(state.locality_accuracy["neighbours"])}
+    for suffix, per_token in (("", True), ("_summed", False)):
+        metrics[f"efficacy{suffix}"] = float(_new_wins(state, [state.edit_new], [state.edit_true], per_token)[0])
+        metrics[f"paraphrase{suffix}"] = _mean(map(float, _new_wins(state, state.paraphrase_new,
+                                                                     state.paraphrase_true, per_token)))
+        metrics[f"neighborhood_score{suffix}"] = _mean(map(float, _answer_kept(state, "neighbours", per_token)))
+    return metrics
 
 
 def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
@@ -136,7 +163,7 @@ def case_metrics(before: Measurement, after: Measurement) -> dict[str, float]:
             metrics[name] = metrics[f"{name}_kl"] = math.nan
             continue
         unchanged = (old.argmax(-1) == new.argmax(-1)).tolist()
-        kept = [a > b for a, b in zip(after.locality_answer[group], after.locality_new[group])]
+        kept = _answer_kept(after, group)
         metrics[name] = _mean(float(u and k) for u, k in zip(unchanged, kept))
         divergence = torch.nn.functional.kl_div(new, old, log_target=True, reduction="none").sum(-1)
         metrics[f"{name}_kl"] = divergence.mean().item()

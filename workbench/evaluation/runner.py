@@ -81,11 +81,16 @@ def unedited_results(befores: Sequence[Measurement]) -> dict:
     return {name: aggregate([row[name] for row in rows]) for name in (rows[0] if rows else ())}
 
 
+def result_files(out_dir: str | Path) -> list[Path]:
+    """The files ``write_results`` writes into ``out_dir``."""
+    return [Path(out_dir) / "results.json", Path(out_dir) / "cases.jsonl"]
+
+
 def write_results(out_dir: str | Path, results: dict, records: list[dict], overwrite: bool = False) -> None:
     """``results.json`` and ``cases.jsonl`` in ``out_dir`` (existing files kept unless ``overwrite``;
     NaN, a metric a case has no prompts for, is written as null)."""
     out_dir = Path(out_dir)
-    refuse_existing([out_dir / "results.json", out_dir / "cases.jsonl"], overwrite)
+    refuse_existing(result_files(out_dir), overwrite)
     write_json(out_dir / "results.json", results, overwrite=overwrite)
     lines = "\n".join(json.dumps(json_safe(record), allow_nan=False) for record in records) + "\n"
     write_text_atomic(out_dir / "cases.jsonl", lines, overwrite=overwrite)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoModelForCausalLM
 
 KEY_HOOK = "blocks.{layer}.mlp.hook_post"
 OUTPUT_HOOK = "blocks.{layer}.hook_mlp_out"
@@ -58,6 +59,29 @@ def layout_for(model_type: str) -> MlpOutputLayout:
 def hf_model_of(bridge) -> torch.nn.Module:
     """The Hugging Face model a TransformerBridge wraps (shares its weights)."""
     return bridge.original_model
+
+
+def plain_view(bridge) -> torch.nn.Module:
+    """A plain Hugging Face model (eval mode) whose parameters and buffers are the bridge's own
+    tensors, not copies: it runs as Hugging Face alone runs the model, without the bridge's
+    components and hook points, and sees every weight the bridge has (committed edits included)
+    but none of the hooks applied to the bridge. The bridge replaces its own HF model's modules
+    with its components, so that model no longer runs as Hugging Face alone would."""
+    wrapped = hf_model_of(bridge)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(wrapped.config)
+    named = [*wrapped.named_parameters(remove_duplicate=False), *wrapped.named_buffers(remove_duplicate=False)]
+    tensors = {name.replace("._original_component", ""): tensor for name, tensor in named}
+    needed = [*plain.named_parameters(remove_duplicate=False), *plain.named_buffers(remove_duplicate=False)]
+    missing = sorted({name for name, _ in needed} - set(tensors))
+    if missing:
+        raise ValueError(f"the bridge's tensors do not cover the plain model's {missing}")
+    for name, _ in needed:
+        owner, _, attribute = name.rpartition(".")
+        module = plain.get_submodule(owner)
+        slots = module._parameters if attribute in module._parameters else module._buffers
+        slots[attribute] = tensors[name]
+    return plain.eval()
 
 
 def mlp_output_site(bridge, layer: int) -> EditSite:
