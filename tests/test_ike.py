@@ -50,12 +50,17 @@ def cases(tiny_world):
 def test_the_context_holds_the_demonstrations_then_the_new_fact(tiny_bridge, tiny_world, cases):
     request = cases[0].request
     snapshot = weights_snapshot(tiny_bridge)
-    edit = Editor(tiny_bridge, "ike", IkeHparams(k=2, reserve_tokens=32), tiny_world)(request)
+    edit = Editor(tiny_bridge, "ike", IkeHparams(k=1, reserve_tokens=32), tiny_world)(request)
     assert edit.deltas == () and edit.layers == ()
-    assert edit.context.endswith(f"New fact: {request.prompt} {request.target_new}.\nPrompt: ")
+    new_fact = f"{request.prompt} {request.target_new}."
+    assert edit.context.endswith(f"New fact: {new_fact}\nPrompt: ")
     blocks = edit.context.split("\n\n")
-    assert len(blocks) == edit.details["demonstrations"] + 1 == 3 and edit.details["dropped_for_context"] == 0
+    assert len(blocks) == edit.details["demonstrations"] + 2 == 3 and edit.details["dropped_for_context"] == 0
     assert all(block.startswith("New fact: ") and "\nPrompt: " in block for block in blocks[:-1])
+    assert blocks[-2] == f"New fact: {new_fact}\nPrompt: {new_fact}"  # the request as a copy demonstration
+    without = Editor(tiny_bridge, "ike", IkeHparams(k=1, reserve_tokens=32, request_demonstration=False),
+                     tiny_world)(request)
+    assert without.context == "\n\n".join([*blocks[:-2], blocks[-1]])
     assert edit.details["context_tokens"] == len(encode_prompt(tiny_bridge.tokenizer, edit.context))
     assert edit.prompt_for(request.prompt) == edit.context + request.prompt
     assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
@@ -68,6 +73,10 @@ def test_retrieval_never_uses_the_edited_subject(tiny_bridge, tiny_world):
     nearest = retriever.nearest(request, len(retriever.pool))
     assert any(e.subject == entry.subject for e in retriever.pool)
     assert nearest and all(e.subject != entry.subject for e in nearest)
+    drawn = DemonstrationRetriever(tiny_bridge, tiny_world, IkeHparams(retrieval="random")).chosen(request, 8)
+    assert len(drawn) == 8 and all(e.subject != entry.subject for e in drawn)
+    assert drawn != nearest[:8] and drawn == DemonstrationRetriever(
+        tiny_bridge, tiny_world, IkeHparams(retrieval="random")).chosen(request, 8)  # seeded by the request
 
 
 def test_a_long_context_drops_demonstrations_never_the_fact(tiny_bridge, tiny_world, cases):
@@ -126,6 +135,8 @@ def test_evaluation_measures_ike_in_context_and_records_its_details(tiny_bridge,
 def test_hparams_are_checked_and_the_default_file_loads(tmp_path):
     with pytest.raises(ValueError, match="three proportions"):
         IkeHparams(proportions=(1, 3))
+    with pytest.raises(ValueError, match="'knn' or 'random'"):
+        IkeHparams(retrieval="bm25")
     assert IkeHparams.from_json(HPARAMS_DIR / "ike-default.json") == IkeHparams()
     (tmp_path / "bad.json").write_text('{"k": 4, "layer": 3}')
     with pytest.raises(ValueError, match="unknown IKE hyperparameters"):

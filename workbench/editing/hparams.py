@@ -86,18 +86,25 @@ class FinetuneHparams(HparamsFile):
 
 @dataclass(frozen=True)
 class IkeHparams(HparamsFile):
-    """IKE (Zheng et al. 2023): ``k`` retrieved demonstrations of the kinds copy, update and retain
-    in ``proportions`` (the paper's 1:3:4), with ``reserve_tokens`` of the model's context kept
-    free for the prompt and its answer; ``seed`` draws the demonstrations' counterfactuals."""
+    """IKE (Zheng et al. 2023): ``k`` demonstrations of the kinds copy, update and retain in
+    ``proportions`` (the paper's 1:3:4), chosen by ``retrieval`` (``"knn"``: the most similar to the
+    new fact; ``"random"``), with ``reserve_tokens`` of the model's context kept free for the prompt
+    and its answer; ``request_demonstration`` adds the request itself as a last copy demonstration,
+    as the authors' code does; ``seed`` draws the demonstrations' counterfactuals (and the random
+    retrieval)."""
 
     method_name: ClassVar[str] = "IKE"
 
     k: int = 8
     proportions: tuple[int, int, int] = (1, 3, 4)
     reserve_tokens: int = 48
+    request_demonstration: bool = True
+    retrieval: str = "knn"
     seed: int = 0
 
     def __post_init__(self):
+        if self.retrieval not in ("knn", "random"):
+            raise ValueError(f"IKE's retrieval is 'knn' or 'random', not {self.retrieval!r}")
         if self.k < 0 or self.reserve_tokens < 1 or len(self.proportions) != 3 or min(self.proportions) < 0 \
                 or sum(self.proportions) == 0:
             raise ValueError(f"IKE needs k >= 0, reserve_tokens >= 1 and three proportions, not all 0: {self}")

@@ -27,8 +27,12 @@ copy:update:retain = 1:3:4 (``kind_sequence``: any number of the most similar ke
 proportions as well as it can); demonstrations are written in increasing similarity, so the most
 similar stands next to the new fact.
 
-The context is the demonstrations, then ``New fact: <request prompt> <target_new>.`` and
-``Prompt: ``; the prompt asked follows. If the context and ``reserve_tokens`` (room for the prompt
+The context is the demonstrations, then (``request_demonstration``, the default, as the authors'
+code adds it) the request itself as a copy demonstration, then ``New fact: <request prompt>
+<target_new>.`` and ``Prompt: ``; the prompt asked follows. ``retrieval = "random"`` draws the
+demonstrations at random from the pool instead (an ablation of the retrieval).
+
+If the context and ``reserve_tokens`` (room for the prompt
 and its answer) exceed the model's context length, the least similar demonstrations are dropped,
 never the new fact; ``Edit.details`` records how many were used and dropped.
 """
@@ -143,7 +147,7 @@ def world_pool(world: World, seed: int) -> list[PoolEntry]:
 @torch.no_grad()
 def sentence_embeddings(model, texts: list[str], batch_size: int = 128) -> Tensor:
     """``[n_texts, d_model]`` unit vectors: the final layer's residual stream, mean-pooled over
-    each text's tokens (BOS excluded)."""
+    each text's tokens (BOS excluded, where the tokenizer has one)."""
     hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     pad = pad_id_of(model.tokenizer)
     rows = []
@@ -152,8 +156,9 @@ def sentence_embeddings(model, texts: list[str], batch_size: int = 128) -> Tenso
         tokens = pad_right(ids, pad).to(model.W_E.device)
         _, cache = model.run_with_cache(tokens, names_filter=[hook])
         mask = torch.zeros(tokens.shape, dtype=torch.bool)
+        first = 1 if model.tokenizer.bos_token_id is not None else 0  # encode_prompt put BOS there
         for row, sequence in enumerate(ids):
-            mask[row, 1:len(sequence)] = True
+            mask[row, first:len(sequence)] = True
         resid = cache[hook].float().cpu()
         pooled = (resid * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         rows.append(torch.nn.functional.normalize(pooled, dim=-1))
@@ -174,6 +179,16 @@ class DemonstrationRetriever:
                              "neighbourhood prompt)")
         self._embeddings: Tensor | None = None
 
+    def chosen(self, request: EditRequest, k: int) -> list[PoolEntry]:
+        """``k`` entries by ``hparams.retrieval``: the most similar first (``"knn"``), or drawn at
+        random (``"random"``, seeded by ``hparams.seed`` and the request); never about the
+        request's own subject."""
+        if self.hparams.retrieval == "knn":
+            return self.nearest(request, k)
+        rng = random.Random(f"{self.hparams.seed}|{request.prompt}|{request.target_new}")
+        others = [entry for entry in self.pool if entry.subject != request.subject.strip()]
+        return rng.sample(others, min(k, len(others)))
+
     def nearest(self, request: EditRequest, k: int) -> list[PoolEntry]:
         """The ``k`` entries most similar to the request's new fact, most similar first; never an
         entry about the request's own subject (its counterfactual would compete with the new fact)."""
@@ -189,10 +204,13 @@ class DemonstrationRetriever:
 def compute_ike_edit(model, request: EditRequest, hparams: IkeHparams, retriever: DemonstrationRetriever) -> Edit:
     """The IKE edit of ``request``: a context of retrieved demonstrations and the new fact."""
     started = time.perf_counter()
-    entries = retriever.nearest(request, hparams.k)
+    entries = retriever.chosen(request, hparams.k)
     kinds = kind_sequence(len(entries), hparams.proportions)
     demonstrations = [entry.demonstration(kind) for entry, kind in zip(entries, kinds)]
-    fact = f"{NEW_FACT_PREFIX}{statement(request.prompt, request.target_new)}\n{PROMPT_PREFIX}"
+    new_fact = statement(request.prompt, request.target_new)
+    fact = f"{NEW_FACT_PREFIX}{new_fact}\n{PROMPT_PREFIX}"
+    if hparams.request_demonstration:  # the request itself as a copy demonstration, as the authors' code adds
+        fact = f"{NEW_FACT_PREFIX}{new_fact}\n{PROMPT_PREFIX}{new_fact}{DEMONSTRATION_SEPARATOR}{fact}"
     budget = model.cfg.n_ctx - hparams.reserve_tokens
     used = len(demonstrations)
     while True:
