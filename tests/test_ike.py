@@ -87,7 +87,7 @@ def test_a_long_context_drops_demonstrations_never_the_fact(tiny_bridge, tiny_wo
     assert edit.details["demonstrations"] + edit.details["dropped_for_context"] == 40
     assert edit.details["context_tokens"] <= n_ctx - 48
     assert edit.context.endswith(f"New fact: {request.prompt} {request.target_new}.\nPrompt: ")
-    with pytest.raises(ValueError, match="leaves no room for a prompt"):
+    with pytest.raises(ValueError, match="new fact and its copy demonstration: .* leave no room for a prompt"):
         Editor(tiny_bridge, "ike", IkeHparams(k=2, reserve_tokens=n_ctx - 5), tiny_world)(request)
 
 

@@ -118,7 +118,8 @@ def test_ike_demonstrates_with_the_train_records_counterfactuals(cases_file, rec
     assert [entry.retain for entry in pool] == [f"{c.neighbours[0].prompt} {c.neighbours[0].answer}." for c in train]
     model_dir, _ = records_model
     model = load_model(model_dir)
-    edit = Editor(model, "ike", IkeHparams(k=2, reserve_tokens=8), training_facts(None, model_dir))(cases[0].request)
+    hparams = IkeHparams(k=2, reserve_tokens=8, request_demonstration=False)  # only the pool's demonstrations
+    edit = Editor(model, "ike", hparams, training_facts(None, model_dir))(cases[0].request)
     blocks = edit.context.split("\n\n")
     request = cases[0].request
     assert edit.details["dropped_for_context"] == 0 and len(blocks) == 3

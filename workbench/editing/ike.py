@@ -218,9 +218,9 @@ def compute_ike_edit(model, request: EditRequest, hparams: IkeHparams, retriever
         if len(encode_prompt(model.tokenizer, context)) <= budget:
             break
         if used == 0:
-            raise ValueError(f"the new fact alone ({len(encode_prompt(model.tokenizer, context))} tokens) leaves "
-                             f"no room for a prompt of {hparams.reserve_tokens} tokens in the model's context "
-                             f"of {model.cfg.n_ctx}")
+            what = "the new fact and its copy demonstration" if hparams.request_demonstration else "the new fact alone"
+            raise ValueError(f"{what}: {len(encode_prompt(model.tokenizer, context))} tokens leave no room for "
+                             f"a prompt of {hparams.reserve_tokens} tokens in the model's context of {model.cfg.n_ctx}")
         used -= 1
     details = {"demonstrations": used, "dropped_for_context": len(demonstrations) - used,
                "kinds": kinds[:used], "context_tokens": len(encode_prompt(model.tokenizer, context))}
