@@ -3,11 +3,6 @@
 ``measure(model, case)`` gives raw measurements; ``case_metrics(before, after)`` turns a pair of
 them into the case's metrics:
 
-Two answers are compared as the CounterFact protocol compares them (Meng et al. 2022, the
-authors' ``test_batch_prediction``): by their mean per-token log-probability, so that answers of
-different token counts compare fairly. The ``*_summed`` metrics compare the summed
-log-probabilities (the probabilities of the whole answers) instead.
-
 - ``efficacy``: p(target_new) > p(ground_truth) on the edit prompt; ``efficacy_accuracy``: the
   teacher-forced token accuracy of target_new there;
 - ``paraphrase``: share of paraphrase prompts where p(target_new) > p(ground_truth);
@@ -25,6 +20,11 @@ log-probabilities (the probabilities of the whole answers) instead.
   of the next-token distribution, before || after;
 - ``fluency``, ``fluency_before``: n-gram entropy (bits) of a greedy generation from the edit
   prompt after and before the edit (``fluency.py``; NaN when ``fluency_tokens`` is 0).
+
+Two answers are compared as the CounterFact protocol compares them (Meng et al. 2022, the
+authors' ``test_batch_prediction``): by their mean per-token log-probability, so that answers of
+different token counts compare fairly. The ``*_summed`` metrics compare the summed
+log-probabilities (the probabilities of the whole answers) instead.
 """
 
 from __future__ import annotations
