@@ -3,8 +3,8 @@
 ``bench_rome`` (``workbench bench rome``): computing the key statistics once (no cache), the median
 time of one edit with the statistics already in hand, the median time to evaluate one edit
 (every probe of its case measured before and after, the edit applied through hooks), and the
-median time of one step of the value optimisation against the same step through a plain Hugging
-Face copy of the model (``value_step_seconds``).
+median time of one step of the value optimisation against a plain Hugging Face forward and
+backward of the same batch (``value_step_seconds``).
 
 ``bench_mend`` (``workbench bench mend``): the median time of a MEND edit and of a ROME edit (key
 statistics in hand) on the same cases, and their ratio.
@@ -23,7 +23,6 @@ from workbench.editing.editor import Editor
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.key_stats import compute_key_second_moment
 from workbench.editing.rome import (
-    ValueBatch,
     ValueObjective,
     context_prefixes,
     keys_and_outputs,
@@ -33,7 +32,7 @@ from workbench.editing.rome import (
 )
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import measure
-from workbench.model.architecture import mlp_output_site, plain_view
+from workbench.model.architecture import mlp_output_site
 from workbench.model.frozen import frozen_weights
 
 
@@ -71,9 +70,9 @@ def value_step_seconds(model, request: EditRequest, hparams: RomeHparams, texts,
     batch and ``delta``, with every weight frozen:
 
     - ``step_s``: the workbench's step (``ValueObjective``, as an edit runs it);
-    - ``hf_step_s``: a plain step through the Hugging Face model, ``delta`` added by a PyTorch
-      forward hook on the site's module and the loss read from the log-softmax of every position,
-      as the authors' code computes it;
+    - ``hf_step_s``: a plain step through the Hugging Face model (the same ``plain_view`` forward,
+      ``delta`` added by a PyTorch forward hook on the site's module) with the loss read from the
+      log-softmax of every position, as the authors' code computes it;
     - ``bridge_step_s``: the workbench's step through the TransformerBridge and its hook points
       (the path an edit takes while a caller's hooks are applied to the bridge).
 
@@ -90,9 +89,8 @@ def value_step_seconds(model, request: EditRequest, hparams: RomeHparams, texts,
     with frozen_weights(model):
         objective = ValueObjective(model, site, batch, hparams, original_output, through_bridge=False)
         through_bridge = ValueObjective(model, site, batch, hparams, original_output, through_bridge=True)
-        plain = plain_view(model)
         steps = {"step_s": lambda: objective(delta)[0], "bridge_step_s": lambda: through_bridge(delta)[0],
-                 "hf_step_s": lambda: _plain_step_loss(plain, site, batch, objective, delta)}
+                 "hf_step_s": lambda: _authors_loss(objective, delta)}
         seconds: dict[str, list[float]] = {name: [] for name in steps}
         losses = {}
         for repeat in range(repeats + 2):  # two warm-up rounds
@@ -111,19 +109,11 @@ def value_step_seconds(model, request: EditRequest, hparams: RomeHparams, texts,
             "threads": torch.get_num_threads()}
 
 
-def _plain_step_loss(plain, site, batch: ValueBatch, objective: ValueObjective, delta):
-    """The value loss at ``delta`` through ``plain`` (a Hugging Face model), read as the authors'
-    code reads it: the log-softmax of every position, then the target and KL positions."""
-    rows = torch.arange(len(batch.lookup), device=delta.device)
-
-    def add_delta(module, inputs, output):
-        return output.index_put((rows, batch.lookup), delta.to(output.dtype), accumulate=True)
-
-    handle = plain.get_submodule(site.module).register_forward_hook(add_delta)
-    try:
-        log_probs = plain(batch.tokens).logits.float().log_softmax(-1)
-    finally:
-        handle.remove()
+def _authors_loss(objective: ValueObjective, delta):
+    """The value loss at ``delta`` from the same plain Hugging Face forward pass, read as the
+    authors' code reads it: the log-softmax of every position, then the target and KL positions."""
+    batch = objective.batch
+    log_probs = objective.logits(delta).float().log_softmax(-1)
     edit_rows = torch.arange(batch.n_edit, device=delta.device).unsqueeze(1)
     nll = -log_probs[:batch.n_edit][edit_rows, batch.target_positions, batch.target_ids].mean()
     kl_rows = torch.arange(len(batch.kl_positions), device=delta.device)

@@ -50,16 +50,16 @@ def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens:
     seen = 0
     device = model.W_E.device
     bar = tqdm(total=n_tokens, desc=f"key statistics, layer {layer}", disable=not progress)
-    for begin in range(0, windows.shape[0], batch_size):
-        with hooks_suspended(model):
+    with hooks_suspended(model):
+        for begin in range(0, windows.shape[0], batch_size):
             _, cache = model.run_with_cache(windows[begin:begin + batch_size].to(device),
                                             names_filter=lambda name: name == hook_name)
-        keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double().cpu()
-        total += keys.T @ keys
-        seen += keys.shape[0]
-        bar.update(keys.shape[0])
-        if seen >= n_tokens:
-            break
+            keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double().cpu()
+            total += keys.T @ keys
+            seen += keys.shape[0]
+            bar.update(keys.shape[0])
+            if seen >= n_tokens:
+                break
     bar.close()
     moment = (total / seen).float()
     if not torch.isfinite(moment).all():

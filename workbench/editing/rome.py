@@ -258,4 +258,3 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     return Edit(request, (delta,), method="rome", hparams=dict(vars(hparams)),
                 timings={"key_statistics_s": statistics_seconds, "total_s": time.perf_counter() - started,
                          "target_value": target_value.tolist(), **trace})
-
