@@ -38,7 +38,7 @@ def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, 
     assert all(row["n_cases"] == 6 for row in measured)
     # nothing after the last layer reads the subject's last token, so ROME refuses that layer
     assert "does not reach the prediction" in last["refused"] and last["score"] is None
-    assert best_layer(sweep) == 0  # ROME works only at layer 0 of the tiny model (README)
+    assert best_layer(sweep) == 0  # layer 0 scores best on the tiny model
     assert sweep[0]["efficacy"]["mean"] > max(row["efficacy"]["mean"] for row in measured[1:])
     written = plot_layer_sweep(sweep, tmp_path / "sweep.png")
     assert all(path.stat().st_size > 0 for path in written)
