@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.editing.edit import Edit, EditRequest, WeightDelta, applied_edits, commit
-from workbench.model.architecture import mlp_output_module, mlp_output_site
+from workbench.model.architecture import mlp_input_sites, mlp_output_site, site_module
 
 TOKENS = torch.tensor([[0, 11, 12, 13, 14, 15, 16]])
 REQUEST = EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor")
@@ -64,7 +64,7 @@ def test_no_hook_is_left_after_an_error(tiny_bridge):
 
 def test_commit_respects_each_orientation(tiny_bridge):
     edit = _random_edit(tiny_bridge, 3)
-    weight = mlp_output_module(tiny_bridge, edit.deltas[0].site).weight
+    weight = site_module(tiny_bridge, edit.deltas[0].site).weight
     before = weight.detach().clone()
     handle = commit(tiny_bridge, [edit])
     try:
@@ -86,14 +86,36 @@ def test_bad_requests_give_clear_errors(fields, message):
         EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor", ground_truth="Dusmor")
 
 
+def _assert_hooks_and_commit_agree(model, edit: Edit) -> None:
+    """The edit through hooks and committed give the same logits, it changes them, and the revert
+    restores every weight."""
+    snapshot = weights_snapshot(model)
+    with edit.applied(model):
+        hooked = model(TOKENS)
+    handle = commit(model, [edit])
+    committed = model(TOKENS)
+    handle.revert()
+    torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
+    assert (hooked - model(TOKENS)).abs().max() > 1e-4 and weights_equal(model, snapshot)
+
+
 @torch.no_grad()
 def test_hooks_and_commit_agree_for_a_linear_layout(tiny_llama):
     edit = _random_edit(tiny_llama, 1)
-    assert edit.deltas[0].site.orientation == "d_model d_mlp"
-    with edit.applied(tiny_llama):
-        hooked = tiny_llama(TOKENS)
-    handle = commit(tiny_llama, [edit])
-    committed = tiny_llama(TOKENS)
-    handle.revert()
-    torch.testing.assert_close(hooked, committed, atol=1e-5, rtol=1e-5)
-    assert (hooked - tiny_llama(TOKENS)).abs().max() > 1e-4
+    assert edit.deltas[0].site.orientation == "out in"
+    _assert_hooks_and_commit_agree(tiny_llama, edit)
+
+
+@pytest.mark.parametrize("model_name,projections", [("tiny_bridge", ["c_fc"]),
+                                                     ("tiny_llama", ["gate_proj", "up_proj"])])
+@torch.no_grad()
+def test_hooks_and_commit_agree_on_the_mlp_input_projections(model_name, projections, request):
+    """An input projection's change (key space [d_model, d_mlp]) through hooks equals it committed,
+    for a Conv1D (GPT-2) and for a gated MLP's gate and up projections (Llama)."""
+    model = request.getfixturevalue(model_name)
+    sites = mlp_input_sites(model, 1)
+    assert [site.module.rsplit(".", 1)[1] for site in sites] == projections
+    generator = torch.Generator().manual_seed(3)
+    deltas = tuple(WeightDelta.dense(site, torch.randn(model.cfg.d_model, model.cfg.d_mlp, generator=generator) * 0.05)
+                   for site in sites)
+    _assert_hooks_and_commit_agree(model, Edit(REQUEST, deltas, method="test"))

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXCo
 
 from tests.conftest import installed_hook_count
 from workbench.editing.edit import Edit, EditRequest, WeightDelta, commit
-from workbench.model.architecture import ARCHITECTURES, mlp_output_module, mlp_output_site, plain_view
+from workbench.model.architecture import ARCHITECTURES, mlp_output_site, plain_view, site_module
 from workbench.model.loading import ModelLoadError, load_model, resolve_model
 
 HOOKS = ("hook_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out",
@@ -59,13 +59,13 @@ def test_local_models_boot_with_the_hook_names(saved_models, architecture):
 def test_architecture_map_names_the_weight_that_maps_keys_to_mlp_output(saved_models, architecture):
     bridge = load_model(saved_models[architecture])
     site = mlp_output_site(bridge, 1)
-    module = mlp_output_module(bridge, site)
+    module = site_module(bridge, site)
     d_mlp, d_model = bridge.cfg.d_mlp, bridge.cfg.d_model
-    expected_shape = (d_mlp, d_model) if site.orientation == "d_mlp d_model" else (d_model, d_mlp)
+    expected_shape = (d_mlp, d_model) if site.orientation == "in out" else (d_model, d_mlp)
     assert tuple(module.weight.shape) == expected_shape
     _, cache = bridge.run_with_cache(torch.tensor([[0, 3, 9, 4]]), names_filter=[site.key_hook, site.output_hook])
     key, output = cache[site.key_hook], cache[site.output_hook]
-    weight = module.weight if site.orientation == "d_mlp d_model" else module.weight.T
+    weight = module.weight if site.orientation == "in out" else module.weight.T
     reconstructed = key @ weight + (module.bias if module.bias is not None else 0)
     torch.testing.assert_close(reconstructed, output, atol=1e-5, rtol=1e-5)
 
@@ -78,7 +78,7 @@ def test_the_plain_view_runs_the_bridges_own_weights_without_its_hooks(saved_mod
     with torch.no_grad():
         torch.testing.assert_close(plain(tokens).logits, bridge(tokens), atol=1e-4, rtol=1e-4)
         site = mlp_output_site(bridge, 0)
-        assert plain.get_submodule(site.module).weight is mlp_output_module(bridge, site).weight  # shared, not copied
+        assert plain.get_submodule(site.module).weight is site_module(bridge, site).weight  # shared, not copied
         committed = commit(bridge, [Edit(EditRequest("a b", "a", "c"), (WeightDelta.dense(
             site, torch.full((bridge.cfg.d_mlp, bridge.cfg.d_model), 0.01)),), "ft")])
         try:

@@ -12,7 +12,7 @@ import torch
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.cli import main
 from workbench.editing.edit import WeightDelta, delta_hooks
-from workbench.editing.editor import Editor
+from workbench.editing.editor import HPARAMS_DIR, Editor
 from workbench.editing.fingerprint import model_fingerprint
 from workbench.editing.hparams import IkeHparams, MendHparams
 from workbench.editing.mend import (
@@ -23,17 +23,19 @@ from workbench.editing.mend import (
     load_mend,
     new_network,
     save_mend,
+    site_shape,
 )
-from workbench.editing.mend_training import edit_losses, train_mend, training_edits
+from workbench.editing.mend_training import edit_losses, train_mend, training_edits, validation_loss
 from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.compare import compare_methods, parse_method_specs
 from workbench.model.tokens import encode_prompt, encode_target
 
-SMALL = MendHparams(layers=(-2, -1), rank=16, train_steps=40, batch_size=4, lr=3e-3)
+SMALL = MendHparams(layers=(-2, -1), rank=16, train_steps=40, batch_size=4, lr=3e-3, validation_edits=8,
+                    validation_every=20)
 
 
 def test_observe_keeps_the_mean_and_variance_of_everything_seen():
-    network = MendNetwork(d_key=3, d_out=2, n_sites=1, rank=4, step_size=1e-3)
+    network = MendNetwork([(3, 2)], "bottleneck", rank=4, step_size=1e-3)
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.randn(n, 3, generator=generator), torch.randn(n, 2, generator=generator)) for n in (5, 2, 9)]
     for keys, grads in batches:
@@ -43,8 +45,9 @@ def test_observe_keeps_the_mean_and_variance_of_everything_seen():
     assert torch.allclose(network.sum_squares[0] / (network.count[0] - 1), everything.var(0))
 
 
-def test_an_untrained_editor_is_a_scaled_gradient_step_on_standardised_pairs():
-    network = MendNetwork(d_key=3, d_out=2, n_sites=2, rank=4, step_size=0.5)
+@pytest.mark.parametrize("editor", ["bottleneck", "reference"])
+def test_an_untrained_editor_is_a_scaled_gradient_step_on_standardised_pairs(editor):
+    network = MendNetwork([(3, 2), (3, 2)], editor, rank=4, step_size=0.5)
     keys, grads = torch.randn(6, 3), torch.randn(6, 2)
     with pytest.raises(ValueError, match="not been trained"):
         network(1, keys, grads)
@@ -57,15 +60,42 @@ def test_an_untrained_editor_is_a_scaled_gradient_step_on_standardised_pairs():
     assert torch.allclose(left @ right, expected, atol=1e-5)
 
 
-def test_the_pairs_are_the_gradient_of_the_edit_loss_with_respect_to_the_weight(tiny_bridge, tiny_world):
-    """sum_t outer(k_t, d_t) equals autograd's gradient of the NLL with respect to a weight change."""
+def test_the_reference_editor_has_one_network_per_weight_shape_and_the_authors_blocks():
+    """Two weights of shape (3, 2) share an editor, the (2, 3) weight has its own; each of its two
+    blocks computes u + relu(s_w * (U V u + b) + o_w) with the weight's own scale and shift."""
+    network = MendNetwork([(3, 2), (2, 3), (3, 2)], "reference", rank=2, step_size=1.0)
+    assert len(network.editors) == 2 and [len(editor) for editor in network.editors] == [2, 2]
+    assert network.editor_of == [0, 1, 0] and network.index_in_editor == [0, 0, 1]
+    block = network.editors[0][1]
+    assert block.u.shape == (5, 2) and block.v.shape == (2, 5) and block.scale.shape == (2, 5)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    u = torch.randn(4, 5, generator=generator)
+    by_hand = u.clone()
+    for block in network.editors[0]:
+        by_hand = by_hand + torch.relu(block.scale[1] * (by_hand @ block.v.T @ block.u.T + block.bias) + block.shift[1])
+    network.count[2], network.mean[2], network.sum_squares[2] = 2.0, 0.0, 1.0  # standardisation = identity
+    keys, grads = network(2, u[:, :3], u[:, 3:])
+    assert torch.allclose(torch.cat([keys, grads], dim=-1), by_hand, atol=1e-5)
+    with pytest.raises(ValueError, match="share d_in \\+ d_out"):
+        MendNetwork([(3, 2), (3, 3)], "reference", rank=2, step_size=1.0)
+
+
+@pytest.mark.parametrize("matrices", [("out",), ("in", "out")])
+def test_the_pairs_are_the_gradient_of_the_edit_loss_with_respect_to_the_weight(tiny_bridge, tiny_world, matrices):
+    """sum_t outer(k_t, d_t) equals autograd's gradient of the NLL with respect to a weight change,
+    for the MLP output and input projections."""
     request = load_edit_cases(None, tiny_world)[0].request
-    sites = edited_sites(tiny_bridge, SMALL)
+    sites = edited_sites(tiny_bridge, dataclasses.replace(SMALL, matrices=matrices))
+    assert [site.module.rsplit(".", 1)[1] for site in sites] == [name for _ in range(2) for name in (
+        ["c_fc", "c_proj"] if "in" in matrices else ["c_proj"])]
     pairs = edit_gradients(tiny_bridge, request, sites)
     prompt = encode_prompt(tiny_bridge.tokenizer, request.prompt)
     target = encode_target(tiny_bridge.tokenizer, request.target_new)
     tokens = torch.tensor([prompt + target[:-1]])
-    changes = [torch.zeros(tiny_bridge.cfg.d_mlp, tiny_bridge.cfg.d_model, requires_grad=True) for _ in sites]
+    changes = [torch.zeros(site_shape(tiny_bridge, site), requires_grad=True) for site in sites]
     with tiny_bridge.hooks(fwd_hooks=delta_hooks([WeightDelta.dense(s, c) for s, c in zip(sites, changes)])):
         log_probs = tiny_bridge(tokens)[0].float().log_softmax(-1)
     positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target))
@@ -84,6 +114,9 @@ def test_training_edits_come_from_the_train_split_with_hard_neighbours(tiny_worl
     same_object = sum(e.neighbour.endswith(f" {e.request.ground_truth}.") for e in examples)
     assert same_object >= 100  # most relations have another subject with the same object
     assert list(itertools.islice(training_edits(tiny_world, seed=0), 200)) == examples
+    held_out = list(itertools.islice(training_edits(tiny_world, seed=0, part="validation"), 100))
+    assert all(tiny_world.split_of(e.request.subject) == "train" for e in held_out)
+    assert not {e.request.subject for e in held_out} & {e.request.subject for e in examples}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +139,29 @@ def test_training_lowers_the_edit_loss_on_unseen_training_edits(tiny_bridge, tin
         before = torch.stack([edit_losses(tiny_bridge, untrained, sites, e)[0] for e in examples]).mean()
         after = torch.stack([edit_losses(tiny_bridge, network, sites, e)[0] for e in examples]).mean()
     assert after < 0.7 * before
+
+
+def test_the_editor_kept_is_the_one_of_the_lowest_validation_loss(tiny_bridge, tiny_world, trained):
+    network, report = trained
+    losses = dict(report["validation_loss_by_step"])
+    assert list(losses) == [20, 40] and report["kept_step"] == min(losses, key=losses.get)
+    validation = list(itertools.islice(training_edits(tiny_world, SMALL.seed + 1, "validation"), 8))
+    measured = validation_loss(tiny_bridge, network, edited_sites(tiny_bridge, SMALL), validation, SMALL)
+    assert measured == pytest.approx(losses[report["kept_step"]], abs=1e-4)
+
+
+def test_the_reference_configuration_trains_on_both_matrices(tiny_bridge, tiny_world):
+    """The authors' configuration (both MLP matrices, two full-width blocks, Adam with clipping,
+    no neighbour locality) trains, edits through hooks, and leaves the weights as they were."""
+    hparams = dataclasses.replace(MendHparams.from_json(HPARAMS_DIR / "mend-reference.json"), layers=(-1,),
+                                  train_steps=4, batch_size=2, validation_edits=2, validation_every=2, lr=1e-4)
+    snapshot = weights_snapshot(tiny_bridge)
+    network, report = train_mend(tiny_bridge, tiny_world, hparams, progress=False)
+    assert len(report["step_sizes"]) == 2 and len(network.editors) == 2 and report["kept_step"] in (2, 4)
+    edit = compute_mend_edit(tiny_bridge, load_edit_cases(None, tiny_world)[0].request, hparams, network)
+    assert [delta.matrix().shape for delta in edit.deltas] == [
+        (tiny_bridge.cfg.d_model, tiny_bridge.cfg.d_mlp), (tiny_bridge.cfg.d_mlp, tiny_bridge.cfg.d_model)]
+    assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
 
 
 def test_training_is_deterministic(tiny_bridge, tiny_world, trained):
@@ -173,10 +229,13 @@ def test_compare_runs_mend_and_ike_beside_rome(tiny_bridge, tiny_world, trained,
                "ike": Editor(tiny_bridge, "ike", IkeHparams(k=2), tiny_world)}
     compared = compare_methods(tiny_bridge, cases, specs, tiny_world, progress=False, editors=editors)
     assert {label: results["layer"] for label, (results, _) in compared.items()} == {
-        "rome@0": "0", "mend": "2,3", "ike": "context"}
+        "rome@0": "0", "mend + neighbour locality": "2,3", "ike": "context"}
     assert all(results["n_cases"] == 2 for results, _ in compared.values())
     with pytest.raises(ValueError, match="ike edits no single layer"):
         parse_method_specs("ike@2")
+    assert parse_method_specs("mend:reference")[0].hparams_file == HPARAMS_DIR / "mend-reference.json"
+    with pytest.raises(ValueError, match="no hyperparameter file .*mend-nothing.json"):
+        parse_method_specs("mend:nothing")
 
 
 def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, trained):
@@ -193,3 +252,15 @@ def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, train
     with pytest.raises(ValueError, match="layer must be an integer in"):
         compute_mend_edit(tiny_bridge, request, dataclasses.replace(SMALL, layers=(2, 9)), network)
     assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"matrices": ("mid",)}, "matrices are 'in' and/or 'out'"),
+    ({"matrices": ("out", "out")}, "matrices are 'in' and/or 'out'"),
+    ({"editor": "deep"}, "editor is 'bottleneck' or 'reference'"),
+    ({"grad_clip": -1.0}, "grad_clip >= 0"),
+    ({"validation_edits": 0}, "validation_edits >= 1"),
+])
+def test_bad_mend_hyperparameters_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMALL, **fields)

@@ -104,9 +104,11 @@ def test_mend_training_edits_come_from_the_train_records(cases_file):
         assert edit.paraphrase == case.paraphrases[0].prompt
         assert edit.neighbour == f"{case.neighbours[0].prompt} {case.neighbours[0].answer}."
         assert edit.unrelated in statements and case.request.subject not in edit.unrelated
-    assert len({edit.request for edit in edits}) == 4
-    with pytest.raises(ValueError, match="two or more train records"):
-        next(training_edits(train[:1], seed=0))
+    assert {edit.request for edit in edits} == {case.request for case in train[:2]}  # two held out
+    held_out = list(itertools.islice(training_edits(train, seed=0, part="validation"), 20))
+    assert {edit.request for edit in held_out} == {case.request for case in train[2:]}
+    with pytest.raises(ValueError, match="four or more train records"):
+        next(training_edits(train[:3], seed=0))
 
 
 def test_ike_demonstrates_with_the_train_records_counterfactuals(cases_file, records_model):

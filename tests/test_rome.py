@@ -159,7 +159,7 @@ def test_rome_on_a_linear_layout_meets_its_constraint_and_writes_nothing(tiny_ll
     edit = compute_rome_edit(tiny_llama, request, hparams, texts)
     assert weights_equal(tiny_llama, before) and installed_hook_count(tiny_llama) == 0
     (delta,) = edit.deltas
-    assert delta.site.orientation == "d_model d_mlp"
+    assert delta.site.orientation == "out in"
     assert torch.linalg.matrix_rank(delta.matrix()).item() == 1
     position = subject_token_span(tiny_llama.tokenizer, request.prompt, request.subject)[1] - 1
     _, cache = tiny_llama.run_with_cache(request.prompt, names_filter=[delta.site.key_hook, delta.site.output_hook])

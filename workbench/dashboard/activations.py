@@ -24,7 +24,7 @@ import torch
 from matplotlib.figure import Figure
 
 from workbench.editing.edit import Edit, applied_edits
-from workbench.model.architecture import mlp_output_module
+from workbench.model.architecture import site_module
 from workbench.model.tokens import encode_prompt, subject_token_span
 from workbench.plotting import plt
 
@@ -102,7 +102,7 @@ def site_changes(model, edit: Edit, base_edits: Sequence[Edit] = ()) -> list[Sit
     after = _cached(model, tokens, names, [*base_edits, edit])
     sites = []
     for delta in edit.deltas:
-        weight, change = mlp_output_module(model, delta.site).weight, delta.matrix().detach().float()
+        weight, change = site_module(model, delta.site).weight, delta.matrix().detach().float()
         sites.append(SiteChange(
             delta.site.layer, weight.detach().float().norm().item(), change.norm().item(),
             int(torch.linalg.matrix_rank(change)), before[delta.site.key_hook][position].numpy(),

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.model.architecture import EditSite, mlp_output_module
+from workbench.model.architecture import EditSite, site_module
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,12 @@ class EditRequest:
 
 @dataclass(frozen=True)
 class WeightDelta:
-    """A change of one site's MLP output weight, in key space (``[d_mlp, d_model]``)."""
+    """A change of one site's weight in key space (``[d_in, d_out]``: ``[d_mlp, d_model]`` for an MLP
+    output projection, ``[d_model, d_mlp]`` for an input projection)."""
 
     site: EditSite
-    left: Float[Tensor, "d_mlp rank"]
-    right: Float[Tensor, "rank d_model"]
+    left: Float[Tensor, "d_in rank"]
+    right: Float[Tensor, "rank d_out"]
 
     @classmethod
     def rank_one(cls, site: EditSite, key_direction: Tensor, value: Tensor) -> WeightDelta:
@@ -61,13 +62,13 @@ class WeightDelta:
         return cls(site, key_direction.reshape(-1, 1), value.reshape(1, -1))
 
     @classmethod
-    def dense(cls, site: EditSite, delta: Float[Tensor, "d_mlp d_model"]) -> WeightDelta:
+    def dense(cls, site: EditSite, delta: Float[Tensor, "in out"]) -> WeightDelta:
         return cls(site, delta, torch.eye(delta.shape[1], dtype=delta.dtype, device=delta.device))
 
-    def matrix(self) -> Float[Tensor, "d_mlp d_model"]:
+    def matrix(self) -> Float[Tensor, "in out"]:
         return self.left @ self.right
 
-    def output_change(self, key: Float[Tensor, "... d_mlp"]) -> Float[Tensor, "... d_model"]:
+    def output_change(self, key: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
         return (key @ self.left.to(key.dtype)) @ self.right.to(key.dtype)
 
 
@@ -104,7 +105,7 @@ class Edit:
 
 
 def delta_hooks(deltas: Sequence[WeightDelta]) -> list[tuple[str, callable]]:
-    """Forward hooks that add every delta's effect to its site's MLP output."""
+    """Forward hooks that add every delta's effect to its site's output."""
     hooks = []
     for delta in deltas:
         captured: dict[str, Tensor] = {}
@@ -151,7 +152,7 @@ def commit(model, edits: Sequence[Edit]) -> CommittedEdits:
     originals: list[tuple[torch.nn.Parameter, Tensor]] = []
     for edit in edits:
         for delta in edit.deltas:
-            weight = mlp_output_module(model, delta.site).weight
+            weight = site_module(model, delta.site).weight
             originals.append((weight, weight.detach().clone()))
             add_to_weight(weight, delta)
     return CommittedEdits(originals)
@@ -169,4 +170,4 @@ def require_weight_edits(edits: Sequence[Edit]) -> None:
 def add_to_weight(weight: torch.nn.Parameter, delta: WeightDelta) -> None:
     """``weight += delta`` in the weight's own layout (``delta.site.orientation``)."""
     change = delta.matrix().to(device=weight.device, dtype=weight.dtype)
-    weight.add_(change if delta.site.orientation == "d_mlp d_model" else change.T)
+    weight.add_(change if delta.site.orientation == "in out" else change.T)

@@ -114,29 +114,51 @@ class IkeHparams(HparamsFile):
 class MendHparams(HparamsFile):
     """MEND (Mitchell et al. 2022), see ``workbench.editing.mend``.
 
-    ``layers``: the MLP output weights edited (negative numbers count from the last layer).
-    ``rank``: the editor block's hidden width; ``step_size_init``: the per-layer step sizes' start.
-    Training: ``train_steps`` Adam steps at ``lr`` (the log step sizes at ten times it) on batches of
-    ``batch_size`` train-split edits; the loss is ``edit_weight`` times the NLL of the new target
-    after a paraphrase of the edit prompt plus ``locality_weight`` times the KL divergence, at every
-    token of an unrelated and a same-relation neighbour statement, of the edited model from the
-    unedited one (``mend_training``).
+    ``layers``: the MLP layers edited (negative numbers count from the last layer); ``matrices``:
+    which of their weights, ``"out"`` (the output projection) and/or ``"in"`` (the input projection;
+    gate and up in a gated MLP). ``editor``: the editor network's shape, ``"bottleneck"`` (one
+    residual block of width ``rank``, scale and shift inside it) or ``"reference"`` (the authors':
+    two residual blocks at full width of rank ``min(rank, width)``, scale and shift at full width);
+    one editor per weight shape, with a scale and shift per edited weight. ``step_size_init``: the
+    per-weight step sizes' start.
+
+    Training: ``train_steps`` Adam steps at ``lr`` (the log step sizes at ``step_size_lr``), the
+    gradient's norm clipped at ``grad_clip`` (0: not clipped), on batches of ``batch_size``
+    training edits; the loss is ``edit_weight`` times the NLL of the new target after a paraphrase
+    of the edit prompt plus ``locality_weight`` times the KL divergence, at every token of an
+    unrelated statement (and of a same-relation neighbour's if ``neighbour_locality``), of the
+    edited model from the unedited one. Every ``validation_every`` steps the same loss is measured
+    on ``validation_edits`` edits of held-out training facts; the editor kept is the one of the
+    lowest validation loss (``mend_training``).
     """
 
     method_name: ClassVar[str] = "MEND"
 
     layers: tuple[int, ...] = (-3, -2, -1)
+    matrices: tuple[str, ...] = ("out",)
+    editor: str = "bottleneck"
     rank: int = 64
     step_size_init: float = 1e-4
     train_steps: int = 1500
     batch_size: int = 8
     lr: float = 1e-3
+    step_size_lr: float = 1e-2
+    grad_clip: float = 0.0
     edit_weight: float = 1.0
     locality_weight: float = 1.0
+    neighbour_locality: bool = True
+    validation_edits: int = 64
+    validation_every: int = 250
     seed: int = 0
 
     def __post_init__(self):
         if not self.layers or self.rank < 1 or self.train_steps < 0 or self.batch_size < 1 or self.step_size_init <= 0:
             raise ValueError(f"MEND needs layers, rank >= 1, train_steps >= 0, batch_size >= 1 and a positive "
                              f"step_size_init: {self}")
+        if not self.matrices or set(self.matrices) - {"in", "out"} or len(set(self.matrices)) < len(self.matrices):
+            raise ValueError(f"MEND's matrices are 'in' and/or 'out', each once, not {self.matrices!r}")
+        if self.editor not in ("bottleneck", "reference"):
+            raise ValueError(f"MEND's editor is 'bottleneck' or 'reference', not {self.editor!r}")
+        if self.grad_clip < 0 or self.validation_edits < 1 or self.validation_every < 1:
+            raise ValueError(f"MEND needs grad_clip >= 0, validation_edits >= 1 and validation_every >= 1: {self}")
 

@@ -1,29 +1,52 @@
 """MEND (Mitchell et al. 2022): a learned editor that turns the fine-tuning gradient of an edit into
 a weight change, in one forward and one backward pass of the model.
 
-For an MLP output weight ``W`` (key space, ``[d_mlp, d_model]``: output = key @ W), the gradient of
-the edit loss is ``sum_t outer(k_t, d_t)`` over the edit sequence's tokens, with ``k_t`` the layer's
-key (input) and ``d_t`` the gradient of the loss at the layer's output. MEND passes each pair
+For a projection weight ``W`` in key space (``[d_in, d_out]``: output = key @ W), the gradient of
+the edit loss is ``sum_t outer(k_t, d_t)`` over the edit sequence's tokens, with ``k_t`` the
+weight's key (input) and ``d_t`` the gradient of the loss at its output. MEND passes each pair
 through a small network and sums the transformed outer products instead:
 
 1. ``u_t = [k_t, d_t]`` is standardised per dimension with running statistics of the training
-   pairs of that layer (frozen after training);
-2. ``u~_t = u_t + B relu(s_l * (A u_t + b) + o_l)``: one low-rank block (``A``: ``rank`` x
-   ``d_mlp + d_model``), shared by every edited layer (they have the same shape), with a scale
-   ``s_l`` and shift ``o_l`` per layer; ``B`` starts at zero, so the editor starts as the identity;
-3. ``u~_t`` splits into ``(k~_t, d~_t)`` and the change is ``dW_l = -a_l sum_t outer(k~_t, d~_t)``
-   with a learned step size ``a_l`` per layer.
+   pairs of that weight (frozen after training);
+2. ``u_t`` goes through the editor of the weight's shape (one per shape, shared by the weights of
+   that shape, with a scale ``s_w`` and shift ``o_w`` per weight), made of residual blocks:
 
-``dW_l`` is kept as its factors (``WeightDelta`` of rank at most the sequence length) and applied
+   - ``"bottleneck"``: one block ``u + B relu(s_w * (A u + b) + o_w)`` with ``A``: ``rank`` x
+     width, ``B`` starting at zero;
+   - ``"reference"`` (the authors' ``IDMLP`` of two ``LRLinear``): two blocks
+     ``u + relu(s_w * (U V u + b) + o_w)`` at full width, ``V``: ``min(rank, width)`` x width drawn
+     from a standard normal, ``U`` starting at zero, scale and shift at full width;
+
+   so both editors start as the identity;
+3. the output splits into ``(k~_t, d~_t)`` and the change is ``dW_w = -a_w sum_t outer(k~_t, d~_t)``
+   with a learned step size ``a_w`` per weight.
+
+The weights edited are the MLP output projections of ``MendHparams.layers`` and, with ``"in"`` in
+``matrices``, their input projections (the authors edit both MLP matrices of the last three layers).
+``dW_w`` is kept as its factors (``WeightDelta`` of rank at most the sequence length) and applied
 through the same hooks as every edit. The editor is trained by ``mend_training.train_mend`` and
 saved as ``mend.safetensors`` with ``mend.json`` (hyperparameters, the model's weight fingerprint,
 the training report); ``load_mend`` finds it again by that fingerprint.
+
+What still differs from the authors' code with the ``"reference"`` editor:
+
+- the step sizes are ``exp`` of a learned log (always a descent step); the authors' are raw
+  parameters starting at ``+1e-4``, added as ``W + a * g``, so their sign is learned too (their own
+  Adam, at ``1e-4``);
+- the standardisation divides by ``max(std, 1e-8)``, the authors' by ``std + 1e-7``; its
+  statistics are a per-weight running mean and variance in double precision;
+- one outer step averages ``batch_size`` edits; the authors' accumulates 10 edit batches;
+- training stops after ``train_steps`` and keeps the best of the validations every
+  ``validation_every`` steps; the authors' stops after 20,000 iterations without improvement;
+- the training edits are the world's facts (or a case file's train records), not zsRE's questions
+  or Wikitext continuations.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,40 +58,89 @@ from workbench.editing.edit import Edit, EditRequest, WeightDelta
 from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
 from workbench.editing.hparams import MendHparams
 from workbench.io import staged_directory
-from workbench.model.architecture import EditSite, mlp_output_site
+from workbench.model.architecture import EditSite, mlp_input_sites, mlp_output_site, site_module
 from workbench.model.frozen import frozen_weights
 from workbench.model.store import cache_root
 from workbench.model.tokens import encode_prompt, encode_target
 
 WEIGHTS_FILE = "mend.safetensors"
 CONFIG_FILE = "mend.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TRAIN_COMMAND = "workbench mend train"
 
 
 def edited_sites(model, hparams: MendHparams) -> list[EditSite]:
-    """The sites of ``hparams.layers`` (negative numbers count from the last layer)."""
+    """The sites of ``hparams.matrices`` in ``hparams.layers`` (negative numbers count from the last
+    layer), layer by layer, input projections first."""
     n_layers = model.cfg.n_layers
     layers = [layer + n_layers if layer < 0 else layer for layer in hparams.layers]
-    return [mlp_output_site(model, layer) for layer in layers]
+    return [site for layer in layers
+            for site in [*(mlp_input_sites(model, layer) if "in" in hparams.matrices else []),
+                         *([mlp_output_site(model, layer)] if "out" in hparams.matrices else [])]]
 
 
-class MendNetwork(nn.Module):
-    """The editor network of the module docstring, for ``n_sites`` layers of one shape."""
+def site_shape(model, site: EditSite) -> tuple[int, int]:
+    """``(d_in, d_out)`` of the site's weight."""
+    rows, columns = site_module(model, site).weight.shape
+    return (rows, columns) if site.orientation == "in out" else (columns, rows)
 
-    def __init__(self, d_key: int, d_out: int, n_sites: int, rank: int, step_size: float):
+
+class BottleneckBlock(nn.Module):
+    """``u + B relu(s_w * (A u + b) + o_w)`` with ``A [rank, width]``, ``B [width, rank]`` (zero at start)."""
+
+    def __init__(self, width: int, rank: int, n_weights: int):
         super().__init__()
-        self.d_key = d_key
-        width = d_key + d_out
         self.down = nn.Linear(width, rank)
         self.up = nn.Linear(rank, width, bias=False)
         nn.init.zeros_(self.up.weight)
-        self.scale = nn.Parameter(torch.ones(n_sites, rank))
-        self.shift = nn.Parameter(torch.zeros(n_sites, rank))
-        self.log_step_size = nn.Parameter(torch.full((n_sites,), float(torch.tensor(step_size).log())))
-        self.register_buffer("count", torch.zeros(n_sites, dtype=torch.float64))
-        self.register_buffer("mean", torch.zeros(n_sites, width, dtype=torch.float64))
-        self.register_buffer("sum_squares", torch.zeros(n_sites, width, dtype=torch.float64))
+        self.scale = nn.Parameter(torch.ones(n_weights, rank))
+        self.shift = nn.Parameter(torch.zeros(n_weights, rank))
+
+    def forward(self, u: Tensor, weight: int) -> Tensor:
+        return u + self.up(torch.relu(self.scale[weight] * self.down(u) + self.shift[weight]))
+
+
+class LowRankBlock(nn.Module):
+    """``u + relu(s_w * (U V u + b) + o_w)`` at full width, ``V [r, width]`` standard normal and
+    ``U [width, r]`` zero at start, ``r = min(rank, width)`` (the authors' ``LRLinear``)."""
+
+    def __init__(self, width: int, rank: int, n_weights: int):
+        super().__init__()
+        inner = min(rank, width)
+        self.u = nn.Parameter(torch.zeros(width, inner))
+        self.v = nn.Parameter(torch.randn(inner, width))
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.scale = nn.Parameter(torch.ones(n_weights, width))
+        self.shift = nn.Parameter(torch.zeros(n_weights, width))
+
+    def forward(self, u: Tensor, weight: int) -> Tensor:
+        return u + torch.relu(self.scale[weight] * ((u @ self.v.T) @ self.u.T + self.bias) + self.shift[weight])
+
+
+EDITOR_BLOCKS = {"bottleneck": (BottleneckBlock, 1), "reference": (LowRankBlock, 2)}
+
+
+class MendNetwork(nn.Module):
+    """The editor networks of the module docstring for weights of key-space shapes ``shapes``
+    (``(d_in, d_out)`` each, all of the same ``d_in + d_out``): one editor per distinct shape."""
+
+    def __init__(self, shapes: Sequence[tuple[int, int]], editor: str, rank: int, step_size: float):
+        super().__init__()
+        widths = {d_in + d_out for d_in, d_out in shapes}
+        if len(widths) != 1:
+            raise ValueError(f"MEND's edited weights must share d_in + d_out, not {list(shapes)}")
+        width = widths.pop()
+        self.shapes = [tuple(shape) for shape in shapes]
+        distinct = list(dict.fromkeys(self.shapes))
+        self.editor_of = [distinct.index(shape) for shape in self.shapes]
+        self.index_in_editor = [self.shapes[:site].count(shape) for site, shape in enumerate(self.shapes)]
+        block, n_blocks = EDITOR_BLOCKS[editor]
+        self.editors = nn.ModuleList(
+            nn.ModuleList(block(width, rank, self.shapes.count(shape)) for _ in range(n_blocks)) for shape in distinct)
+        self.log_step_size = nn.Parameter(torch.full((len(shapes),), float(torch.tensor(step_size).log())))
+        self.register_buffer("count", torch.zeros(len(shapes), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(len(shapes), width, dtype=torch.float64))
+        self.register_buffer("sum_squares", torch.zeros(len(shapes), width, dtype=torch.float64))
 
     @torch.no_grad()
     def observe(self, site: int, keys: Tensor, grads: Tensor) -> None:
@@ -83,23 +155,24 @@ class MendNetwork(nn.Module):
         self.count[site] = total
 
     def forward(self, site: int, keys: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
-        """``(k~ [T, d_mlp], d~ [T, d_model])`` from the pairs ``keys [T, d_mlp]``, ``grads [T, d_model]``."""
+        """``(k~ [T, d_in], d~ [T, d_out])`` from the pairs ``keys [T, d_in]``, ``grads [T, d_out]``."""
         if self.count[site] < 2:
             raise ValueError("the MEND editor has no input statistics yet: it has not been trained")
         std = (self.sum_squares[site] / (self.count[site] - 1)).sqrt().clamp(min=1e-8)
         u = ((torch.cat([keys, grads], dim=-1).double() - self.mean[site]) / std).float()
-        hidden = torch.relu(self.scale[site] * self.down(u) + self.shift[site])
-        u = u + self.up(hidden)
-        return u[:, :self.d_key], u[:, self.d_key:]
+        for block in self.editors[self.editor_of[site]]:
+            u = block(u, self.index_in_editor[site])
+        d_in = self.shapes[site][0]
+        return u[:, :d_in], u[:, d_in:]
 
     def weight_change(self, site: int, keys: Tensor, grads: Tensor) -> tuple[Tensor, Tensor]:
-        """``dW = left @ right`` (``[d_mlp, T]`` and ``[T, d_model]``) for one site."""
+        """``dW = left @ right`` (``[d_in, T]`` and ``[T, d_out]``) for one site."""
         key_edit, grad_edit = self(site, keys, grads)
         return key_edit.T, -self.log_step_size[site].exp() * grad_edit
 
 
 def edit_gradients(model, request: EditRequest, sites: list[EditSite]) -> list[tuple[Tensor, Tensor]]:
-    """Per site, the keys ``[T, d_mlp]`` and the gradients at the MLP output ``[T, d_model]`` of the
+    """Per site, the keys ``[T, d_in]`` and the gradients at the site's output ``[T, d_out]`` of the
     mean NLL of ``target_new`` after the prompt, over the ``T`` tokens of prompt + target (less its
     last token). No gradient is computed for the model's parameters."""
     device = model.W_E.device
@@ -155,8 +228,8 @@ def new_network(model, hparams: MendHparams) -> MendNetwork:
     state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(hparams.seed)
-        network = MendNetwork(model.cfg.d_mlp, model.cfg.d_model, len(hparams.layers), hparams.rank,
-                              hparams.step_size_init)
+        network = MendNetwork([site_shape(model, site) for site in edited_sites(model, hparams)], hparams.editor,
+                              hparams.rank, hparams.step_size_init)
     return network.to(model.W_E.device)
 
 
@@ -176,7 +249,7 @@ def save_mend(network: MendNetwork, hparams: MendHparams, fingerprint: str, repo
         save_file({name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()},
                   staging / WEIGHTS_FILE)
         config = {"format_version": FORMAT_VERSION, "model_fingerprint": fingerprint, "hparams": asdict(hparams),
-                  "shape": {"d_key": network.d_key, "d_out": network.down.in_features - network.d_key},
+                  "site_shapes": network.shapes,
                   "training": report}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     return directory

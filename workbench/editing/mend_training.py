@@ -10,11 +10,18 @@ case for an edit that learns "relation -> new object" instead of "this subject's
 object". From case-file records (CounterFact, zsRE), a training edit is a record's own request
 (its prompt and counterfactual target), measured on one of its paraphrases; the neighbour is one of
 its neighbourhood (locality) prompts with its answer, the unrelated statement a true fact of
-another record. Deterministic under ``MendHparams.seed`` on a given device and thread count.
+another record.
+
+A tenth of the training facts is held out for validation: every tenth train-split subject (in
+name order) of a world, the last tenth of the usable train records. The validation edits are drawn
+from them alone, the same ones at every validation, and the editor kept is the one of the lowest
+validation loss. Deterministic under ``MendHparams.seed`` on a given device and thread count.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -42,21 +49,28 @@ class TrainingEdit:
     neighbour: str
 
 
-def training_edits(facts: World | Sequence[EditCase], seed: int) -> Iterator[TrainingEdit]:
-    """An endless, seeded stream of training edits from a world or from train records (see the
-    module docstring)."""
+PARTS = ("train", "validation")
+
+
+def training_edits(facts: World | Sequence[EditCase], seed: int, part: str = "train") -> Iterator[TrainingEdit]:
+    """An endless, seeded stream of training edits from a world or from train records, from the
+    facts of ``part`` (``"train"`` or the held-out ``"validation"``; see the module docstring)."""
+    if part not in PARTS:
+        raise ValueError(f"part is one of {PARTS}, not {part!r}")
     if isinstance(facts, World):
-        return world_training_edits(facts, seed)
-    return record_training_edits(facts, seed)
+        return world_training_edits(facts, seed, part)
+    return record_training_edits(facts, seed, part)
 
 
-def record_training_edits(cases: Sequence[EditCase], seed: int) -> Iterator[TrainingEdit]:
+def record_training_edits(cases: Sequence[EditCase], seed: int, part: str = "train") -> Iterator[TrainingEdit]:
     """Training edits from case-file records that have a paraphrase and a neighbourhood prompt."""
     rng = random.Random(seed)
     usable = [case for case in cases if case.paraphrases and case.neighbours]
-    if len(usable) < 2:
-        raise ValueError(f"MEND needs two or more train records with a paraphrase and a neighbourhood prompt; "
-                         f"{len(usable)} of the {len(cases)} have both")
+    held_out = max(2, len(usable) // 10)
+    if len(usable) < held_out + 2:
+        raise ValueError(f"MEND needs four or more train records with a paraphrase and a neighbourhood prompt "
+                         f"(two of them held out for validation); {len(usable)} of the {len(cases)} have both")
+    usable = usable[-held_out:] if part == "validation" else usable[:-held_out]
     while True:
         case, other = rng.sample(usable, 2)
         neighbour = rng.choice(case.neighbours)
@@ -64,14 +78,21 @@ def record_training_edits(cases: Sequence[EditCase], seed: int) -> Iterator[Trai
                            statement(*rng.choice(true_facts(other))), statement(neighbour.prompt, neighbour.answer))
 
 
-def world_training_edits(world: World, seed: int) -> Iterator[TrainingEdit]:
+def validation_subjects(world: World) -> set[str]:
+    """The train-split subjects held out for validation: every tenth, in name order."""
+    return set(sorted({f.subject for f in world.facts if world.split_of(f.subject) == "train"})[9::10])
+
+
+def world_training_edits(world: World, seed: int, part: str = "train") -> Iterator[TrainingEdit]:
     """Training edits from the base facts of the world's train split."""
     rng = random.Random(seed)
-    train = [f for f in world.facts if world.split_of(f.subject) == "train"]
+    held_out = validation_subjects(world)
+    train = [f for f in world.facts if world.split_of(f.subject) == "train"
+             and (f.subject in held_out) == (part == "validation")]
     facts = [f for f in train if relation(f.relation).is_base and len(relation(f.relation).corpus) >= 2
              and len(world.objects_of_relation(f.relation)) >= 2]
     if not facts:
-        raise ValueError("the world's train split has no facts to train a MEND editor on")
+        raise ValueError(f"the world's train split has no {part} facts to train a MEND editor on")
     by_relation: dict[str, list] = {}
     for fact in train:
         by_relation.setdefault(fact.relation, []).append(fact)
@@ -91,11 +112,12 @@ def world_training_edits(world: World, seed: int) -> Iterator[TrainingEdit]:
                            other.format(fact.subject), stated(unrelated), stated(neighbour))
 
 
-def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
+def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit, neighbour_locality: bool = True,
                 observe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(edit NLL, locality KL)`` of one training edit made by ``network`` (differentiable in its
-    parameters; the KL is averaged over the tokens of the unrelated and the neighbour statement);
-    ``observe`` first folds the edit's gradient pairs into the input statistics."""
+    parameters; the KL is averaged over the tokens of the unrelated statement and, with
+    ``neighbour_locality``, the neighbour's); ``observe`` first folds the edit's gradient pairs into
+    the input statistics."""
     pairs = edit_gradients(model, example.request, sites)
     if observe:
         for index, (keys, grads) in enumerate(pairs):
@@ -103,7 +125,8 @@ def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
     tokenizer, device = model.tokenizer, model.W_E.device
     paraphrase = encode_prompt(tokenizer, example.paraphrase)
     target = encode_target(tokenizer, example.request.target_new)
-    local = [encode_prompt(tokenizer, text) for text in (example.unrelated, example.neighbour)]
+    statements = (example.unrelated, example.neighbour) if neighbour_locality else (example.unrelated,)
+    local = [encode_prompt(tokenizer, text) for text in statements]
     tokens = pad_right([paraphrase + target[:-1], *local], pad_id_of(tokenizer)).to(device)
     target_positions = torch.arange(len(paraphrase) - 1, len(paraphrase) - 1 + len(target), device=device)
     mask = torch.zeros(len(local), tokens.shape[1], dtype=torch.bool, device=device)
@@ -118,33 +141,60 @@ def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit,
     return nll, kl
 
 
+def batch_loss(model, network: MendNetwork, sites, examples: Sequence[TrainingEdit], hparams: MendHparams,
+               observe: bool = False) -> tuple[torch.Tensor, float, float]:
+    """``(loss, mean NLL, mean KL)`` of ``examples``: ``edit_weight`` x NLL + ``locality_weight`` x KL."""
+    nlls, kls = zip(*(edit_losses(model, network, sites, example, hparams.neighbour_locality, observe=observe)
+                      for example in examples))
+    nll, kl = torch.stack(nlls).mean(), torch.stack(kls).mean()
+    return hparams.edit_weight * nll + hparams.locality_weight * kl, nll.item(), kl.item()
+
+
+def validation_loss(model, network: MendNetwork, sites, examples: Sequence[TrainingEdit],
+                    hparams: MendHparams) -> float:
+    """The training loss on the validation edits, without a gradient, in batches of ``batch_size``."""
+    with torch.no_grad():
+        losses = [batch_loss(model, network, sites, examples[start:start + hparams.batch_size], hparams)[0]
+                  * len(examples[start:start + hparams.batch_size])
+                  for start in range(0, len(examples), hparams.batch_size)]
+    return float(sum(losses)) / len(examples)
+
+
 def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
                progress: bool = True) -> tuple[MendNetwork, dict]:
     """A MEND editor for ``model`` trained on ``facts`` (a world's train split or train records),
-    and its training report."""
+    the one of the lowest validation loss, and its training report."""
     started = time.perf_counter()
     sites = edited_sites(model, hparams)
     network = new_network(model, hparams)
     others = [p for name, p in network.named_parameters() if name != "log_step_size"]
-    optimizer = torch.optim.Adam([{"params": others}, {"params": [network.log_step_size], "lr": 10 * hparams.lr}],
-                                 lr=hparams.lr)
+    optimizer = torch.optim.Adam([{"params": others},
+                                  {"params": [network.log_step_size], "lr": hparams.step_size_lr}], lr=hparams.lr)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     stream = training_edits(facts, hparams.seed)
-    history = []
-    bar = tqdm(range(hparams.train_steps), desc="training the MEND editor", disable=not progress)
+    validation = list(itertools.islice(training_edits(facts, hparams.seed + 1, "validation"),
+                                       hparams.validation_edits))
+    history, validations = [], []
+    best = (float("inf"), 0, copy.deepcopy(network.state_dict()))
+    bar = tqdm(range(1, hparams.train_steps + 1), desc="training the MEND editor", disable=not progress)
     with frozen_weights(model):
         for step in bar:
-            nlls, kls = zip(*(edit_losses(model, network, sites, next(stream), observe=True)
-                              for _ in range(hparams.batch_size)))
-            nll, kl = torch.stack(nlls).mean(), torch.stack(kls).mean()
-            loss = hparams.edit_weight * nll + hparams.locality_weight * kl
+            loss, nll, kl = batch_loss(model, network, sites, [next(stream) for _ in range(hparams.batch_size)],
+                                       hparams, observe=True)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
             for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
                 parameter.grad = grad
+            if hparams.grad_clip:
+                torch.nn.utils.clip_grad_norm_(parameters, hparams.grad_clip)
             optimizer.step()
-            history.append((nll.item(), kl.item()))
-            bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.4f}")
+            history.append((nll, kl))
+            bar.set_postfix(nll=f"{nll:.3f}", kl=f"{kl:.4f}")
+            if step % hparams.validation_every == 0 or step == hparams.train_steps:
+                validations.append((step, round(validation_loss(model, network, sites, validation, hparams), 4)))
+                if validations[-1][1] < best[0]:
+                    best = (validations[-1][1], step, copy.deepcopy(network.state_dict()))
+    network.load_state_dict(best[2])
     network.eval()
 
     def window_means(rows):
@@ -155,6 +205,7 @@ def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
         "train_steps": hparams.train_steps, "train_seconds": round(time.perf_counter() - started, 1),
         "edits_seen": hparams.train_steps * hparams.batch_size,
         "nll_kl_every_50_steps": [m for i in range(0, len(history), 50) for m in window_means(history[i:i + 50])],
+        "validation_loss_by_step": validations, "kept_step": best[1],
         "step_sizes": network.log_step_size.exp().tolist(),
     }
     return network, report

@@ -1,7 +1,10 @@
 """Several editing methods over the same cases: one table (Markdown, JSON) and one bar chart.
 
-A method is named by a spec ``method[@layer]``: ``rome`` (the layer of its hyperparameter file),
-``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case); ``ike`` takes no layer.
+A method is named by a spec ``method[:variant][@layer]``: ``rome`` (the layer of its hyperparameter
+file), ``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case); ``ike`` takes no
+layer. ``:variant`` reads ``hparams/<method>-<variant>.json`` instead of the method's default file
+(``mend:reference``). A MEND editor trained with the neighbour locality loss is shown as
+``<label> + neighbour locality``: the other methods never see the neighbours.
 Every method sees the same cases in the same order; each case is measured before, edited (through
 hooks, or in context for IKE), measured after.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from workbench.editing.editor import LAYER_METHODS, METHODS, Editor
+from workbench.editing.editor import HPARAMS_DIR, LAYER_METHODS, METHODS, Editor
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import FLUENCY_TOKENS, measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
@@ -27,24 +30,35 @@ from workbench.progress import Progress, reported
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """``method`` at ``layer`` (None: its hyperparameter file's), shown as ``label``."""
+    """``method`` at ``layer`` (None: its hyperparameter file's) with the hyperparameters of
+    ``variant`` (None: the default file), shown as ``label``."""
 
     label: str
     method: str
     layer: str | None
+    variant: str | None = None
+
+    @property
+    def hparams_file(self) -> Path | None:
+        return HPARAMS_DIR / f"{self.method}-{self.variant}.json" if self.variant else None
 
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
-    """``"rome,rome@3,ft-l"`` -> specs; unknown methods and repeated labels are clear errors."""
+    """``"rome,rome@3,ft-l,mend:reference"`` -> specs; unknown methods and variants and repeated
+    labels are clear errors."""
     specs = []
     for label in (part.strip() for part in text.split(",")):
-        method, _, layer = label.partition("@")
+        named, _, layer = label.partition("@")
+        method, _, variant = named.partition(":")
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r} in {text!r}; choose from {sorted(METHODS)}, "
                              "optionally with @LAYER or @auto")
         if layer and method not in LAYER_METHODS:
             raise ValueError(f"{method} edits no single layer: write {method!r}, not {label!r}")
-        specs.append(MethodSpec(label, method, layer or None))
+        spec = MethodSpec(label, method, layer or None, variant or None)
+        if variant and not spec.hparams_file.is_file():
+            raise ValueError(f"{label!r}: no hyperparameter file {spec.hparams_file}")
+        specs.append(spec)
     labels = [spec.label for spec in specs]
     if len(set(labels)) != len(labels) or not labels:
         raise ValueError(f"--methods must name each method spec once, got {text!r}")
@@ -59,21 +73,23 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
     once without an edit, then once per method with its edit applied). ``facts``: the model's
     world or train records, for the editors (see ``Editor``). ``checkpoint``: MEND's
     editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
-    editors by method name (for other hyperparameters); the other methods get default ones.
+    editors by method name or ``method:variant`` (for other hyperparameters); the other methods get default ones.
     ``fluency_tokens``: length of the generations that measure fluency (0: no fluency)."""
     befores = [measure(model, case, fluency_tokens) for case in reported(cases, "measuring before editing", progress)]
     editors = dict(editors or {})
     compared = {}
     for spec in specs:
-        if spec.method not in editors:
-            editors[spec.method] = Editor(model, spec.method, facts=facts, stats_corpus=stats_corpus,
-                                          checkpoint=checkpoint)
-        editor = editors[spec.method]
+        key = spec.method if spec.variant is None else f"{spec.method}:{spec.variant}"
+        if key not in editors:
+            editors[key] = Editor(model, spec.method, spec.hparams_file, facts=facts, stats_corpus=stats_corpus,
+                                  checkpoint=checkpoint if spec.variant is None else None)
+        editor = editors[key]
+        label = spec.label + (" + neighbour locality" if getattr(editor.hparams, "neighbour_locality", False) else "")
         results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e.edit_case(case, s.layer),
-                                    progress=progress, description=spec.label, fluency_tokens=fluency_tokens,
+                                    progress=progress, description=label, fluency_tokens=fluency_tokens,
                                     befores=befores)
         results["method"], results["layer"] = spec.method, edited_layers(spec, editor)
-        compared[spec.label] = (results, records)
+        compared[label] = (results, records)
     return compared
 
 

@@ -1,14 +1,18 @@
-"""Where each architecture keeps its MLP output projection, as data.
+"""Where each architecture keeps its MLP projections, as data.
 
-The table is keyed by the Hugging Face ``config.model_type``. ``module`` is the path of the MLP
-output projection inside the HF model (``{layer}`` filled in); ``orientation`` says how its
-weight is laid out:
+The table is keyed by the Hugging Face ``config.model_type``. ``output`` is the path of the MLP
+output projection inside the HF model (``{layer}`` filled in), ``inputs`` the paths of its input
+projections (one, or a gate and an up projection in a gated MLP); ``orientation`` says how their
+weights are laid out:
 
-- ``"d_mlp d_model"``: GPT-2's ``Conv1D``, weight ``[d_mlp, d_model]``, output = key @ W + b;
-- ``"d_model d_mlp"``: ``nn.Linear``, weight ``[d_model, d_mlp]``, output = W @ key + b.
+- ``"in out"``: GPT-2's ``Conv1D``, weight ``[d_in, d_out]``, output = key @ W + b;
+- ``"out in"``: ``nn.Linear``, weight ``[d_out, d_in]``, output = W @ key + b.
 
-The key (the input of that projection) is read at TransformerLens' ``blocks.{layer}.mlp.hook_post``
-and the projection's output at ``blocks.{layer}.hook_mlp_out``.
+A site's key is the projection's input and its output the projection's output. For the MLP output
+projection (``d_in = d_mlp``, ``d_out = d_model``) they are read at TransformerLens'
+``blocks.{layer}.mlp.hook_post`` and ``blocks.{layer}.hook_mlp_out``; for an input projection
+(``d_in = d_model``, ``d_out = d_mlp``) at the bridge's ``blocks.{layer}.mlp.in.hook_in`` and
+``hook_out`` (``mlp.gate`` for the gate projection).
 """
 
 from __future__ import annotations
@@ -22,24 +26,31 @@ KEY_HOOK = "blocks.{layer}.mlp.hook_post"
 OUTPUT_HOOK = "blocks.{layer}.hook_mlp_out"
 
 
+INPUT_HOOKS = {"in": "blocks.{layer}.mlp.in.hook_{end}", "gate": "blocks.{layer}.mlp.gate.hook_{end}"}
+
+
 @dataclass(frozen=True)
-class MlpOutputLayout:
-    module: str
+class MlpLayout:
+    output: str
+    inputs: dict[str, str]
     orientation: str
 
 
-ARCHITECTURES: dict[str, MlpOutputLayout] = {
-    "gpt2": MlpOutputLayout("transformer.h.{layer}.mlp.c_proj", "d_mlp d_model"),
-    "gptj": MlpOutputLayout("transformer.h.{layer}.mlp.fc_out", "d_model d_mlp"),
-    "gpt_neox": MlpOutputLayout("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", "d_model d_mlp"),
-    "llama": MlpOutputLayout("model.layers.{layer}.mlp.down_proj", "d_model d_mlp"),
+ARCHITECTURES: dict[str, MlpLayout] = {
+    "gpt2": MlpLayout("transformer.h.{layer}.mlp.c_proj", {"in": "transformer.h.{layer}.mlp.c_fc"}, "in out"),
+    "gptj": MlpLayout("transformer.h.{layer}.mlp.fc_out", {"in": "transformer.h.{layer}.mlp.fc_in"}, "out in"),
+    "gpt_neox": MlpLayout("gpt_neox.layers.{layer}.mlp.dense_4h_to_h",
+                          {"in": "gpt_neox.layers.{layer}.mlp.dense_h_to_4h"}, "out in"),
+    "llama": MlpLayout("model.layers.{layer}.mlp.down_proj",
+                       {"gate": "model.layers.{layer}.mlp.gate_proj", "in": "model.layers.{layer}.mlp.up_proj"},
+                       "out in"),
 }
 
 
 @dataclass(frozen=True)
 class EditSite:
-    """Where an edit goes: the MLP output weight of one layer, how it is laid out, and the hooks that
-    read its key (input) and its output."""
+    """Where an edit goes: one MLP projection weight of one layer, how it is laid out, and the hooks
+    that read its key (input) and its output."""
 
     layer: int
     module: str
@@ -48,7 +59,7 @@ class EditSite:
     output_hook: str
 
 
-def layout_for(model_type: str) -> MlpOutputLayout:
+def layout_for(model_type: str) -> MlpLayout:
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
@@ -84,16 +95,28 @@ def plain_view(bridge) -> torch.nn.Module:
     return plain.eval()
 
 
-def mlp_output_site(bridge, layer: int) -> EditSite:
-    """The MLP output site of ``layer`` in ``bridge``; a clear error for a layer out of range."""
+def _checked_layout(bridge, layer: int) -> MlpLayout:
     n_layers = bridge.cfg.n_layers
     if not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be an integer in [0, {n_layers}), got {layer!r}")
-    layout = layout_for(hf_model_of(bridge).config.model_type)
-    return EditSite(layer, layout.module.format(layer=layer), layout.orientation,
-                         KEY_HOOK.format(layer=layer), OUTPUT_HOOK.format(layer=layer))
+    return layout_for(hf_model_of(bridge).config.model_type)
 
 
-def mlp_output_module(bridge, site: EditSite) -> torch.nn.Module:
+def mlp_output_site(bridge, layer: int) -> EditSite:
+    """The MLP output site of ``layer`` in ``bridge``; a clear error for a layer out of range."""
+    layout = _checked_layout(bridge, layer)
+    return EditSite(layer, layout.output.format(layer=layer), layout.orientation,
+                    KEY_HOOK.format(layer=layer), OUTPUT_HOOK.format(layer=layer))
+
+
+def mlp_input_sites(bridge, layer: int) -> list[EditSite]:
+    """The MLP input projection sites of ``layer`` (the gate's first in a gated MLP)."""
+    layout = _checked_layout(bridge, layer)
+    return [EditSite(layer, module.format(layer=layer), layout.orientation,
+                     INPUT_HOOKS[name].format(layer=layer, end="in"), INPUT_HOOKS[name].format(layer=layer, end="out"))
+            for name, module in layout.inputs.items()]
+
+
+def site_module(bridge, site: EditSite) -> torch.nn.Module:
     """The module whose ``weight`` (and ``bias``, if any) the site names."""
     return hf_model_of(bridge).get_submodule(site.module)
