@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from workbench.evaluation.cases import read_cases
+from workbench.evaluation.compare import label_directory
 from workbench.evaluation.protocol import format_scores, protocol_scores
 from workbench.evaluation.runner import aggregate
 from workbench.model.loading import load_model
@@ -49,7 +50,8 @@ def main() -> None:
     known = known_case_ids(load_model(args.model), cases)
     for directory in map(Path, args.comparisons):
         for label in json.loads((directory / "comparison.json").read_text()):
-            records = [json.loads(line) for line in (directory / label / "cases.jsonl").read_text().splitlines()]
+            cases_file = directory / label_directory(label) / "cases.jsonl"
+            records = [json.loads(line) for line in cases_file.read_text().splitlines()]
             groups = {"all": records, "known": [r for r in records if r["case_id"] in known],
                       "unknown": [r for r in records if r["case_id"] not in known]}
             for group, rows in groups.items():

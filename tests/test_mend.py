@@ -27,7 +27,7 @@ from workbench.editing.mend import (
 )
 from workbench.editing.mend_training import edit_losses, train_mend, training_edits, validation_loss
 from workbench.evaluation.cases import load_edit_cases
-from workbench.evaluation.compare import compare_methods, parse_method_specs
+from workbench.evaluation.compare import compare_methods, label_directory, parse_method_specs
 from workbench.model.tokens import encode_prompt, encode_target
 
 SMALL = MendHparams(layers=(-2, -1), rank=16, train_steps=40, batch_size=4, lr=3e-3, validation_edits=8,
@@ -158,6 +158,7 @@ def test_the_reference_configuration_trains_on_both_matrices(tiny_bridge, tiny_w
     snapshot = weights_snapshot(tiny_bridge)
     network, report = train_mend(tiny_bridge, tiny_world, hparams, progress=False)
     assert len(report["step_sizes"]) == 2 and len(network.editors) == 2 and report["kept_step"] in (2, 4)
+    assert all(block.u.abs().max() > 0 for editor in network.editors for block in editor)  # U learns from zero
     edit = compute_mend_edit(tiny_bridge, load_edit_cases(None, tiny_world)[0].request, hparams, network)
     assert [delta.matrix().shape for delta in edit.deltas] == [
         (tiny_bridge.cfg.d_model, tiny_bridge.cfg.d_mlp), (tiny_bridge.cfg.d_mlp, tiny_bridge.cfg.d_model)]
@@ -236,6 +237,8 @@ def test_compare_runs_mend_and_ike_beside_rome(tiny_bridge, tiny_world, trained,
     assert parse_method_specs("mend:reference")[0].hparams_file == HPARAMS_DIR / "mend-reference.json"
     with pytest.raises(ValueError, match="no hyperparameter file .*mend-nothing.json"):
         parse_method_specs("mend:nothing")
+    assert [label_directory(label) for label in ("mend + neighbour locality", "mend:reference", "rome@0")] == [
+        "mend-neighbour-locality", "mend-reference", "rome@0"]
 
 
 def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, trained):

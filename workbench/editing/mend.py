@@ -15,7 +15,8 @@ through a small network and sums the transformed outer products instead:
      width, ``B`` starting at zero;
    - ``"reference"`` (the authors' ``IDMLP`` of two ``LRLinear``): two blocks
      ``u + relu(s_w * (U V u + b) + o_w)`` at full width, ``V``: ``min(rank, width)`` x width drawn
-     from a standard normal, ``U`` starting at zero, scale and shift at full width;
+     from a standard normal, ``U`` starting at zero, scale and shift at full width; the ``relu``
+     passes a gradient of 1 at 0 (the authors' ``clamp``), else ``U`` would never learn;
 
    so both editors start as the identity;
 3. the output splits into ``(k~_t, d~_t)`` and the change is ``dW_w = -a_w sum_t outer(k~_t, d~_t)``
@@ -114,7 +115,9 @@ class LowRankBlock(nn.Module):
         self.shift = nn.Parameter(torch.zeros(n_weights, width))
 
     def forward(self, u: Tensor, weight: int) -> Tensor:
-        return u + torch.relu(self.scale[weight] * ((u @ self.v.T) @ self.u.T + self.bias) + self.shift[weight])
+        # clamp, not relu: at the start every pre-activation is exactly 0, where relu's gradient is 0
+        # and clamp's is 1; with relu the zero-initialised U would never receive a gradient
+        return u + (self.scale[weight] * ((u @ self.v.T) @ self.u.T + self.bias) + self.shift[weight]).clamp(min=0)
 
 
 EDITOR_BLOCKS = {"bottleneck": (BottleneckBlock, 1), "reference": (LowRankBlock, 2)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,16 +180,22 @@ def comparison_figure(compared: dict[str, dict]) -> Figure:
     return figure
 
 
+def label_directory(label: str) -> str:
+    """A method's directory name: its label with every run of other characters than letters,
+    digits and ``@._`` replaced by ``-`` (``mend + neighbour locality`` -> ``mend-neighbour-locality``)."""
+    return re.sub(r"[^A-Za-z0-9@._]+", "-", label)
+
+
 def write_comparison(out_dir: str | Path, compared: dict[str, tuple[dict, list[dict]]],
                      overwrite: bool = False) -> None:
-    """``comparison.{md,json,png,svg}`` and, per method, ``<label>/results.json`` and ``cases.jsonl``;
-    nothing is written when any of them exists, unless ``overwrite``."""
+    """``comparison.{md,json,png,svg}`` and, per method, ``<label_directory(label)>/results.json`` and
+    ``cases.jsonl``; nothing is written when any of them exists, unless ``overwrite``."""
     out_dir = Path(out_dir)
     names = ["comparison.md", "comparison.json", "comparison.png", "comparison.svg"]
-    names += [f"{label}/{name}" for label in compared for name in ("results.json", "cases.jsonl")]
+    names += [f"{label_directory(label)}/{name}" for label in compared for name in ("results.json", "cases.jsonl")]
     refuse_existing([out_dir / name for name in names], overwrite)
     for label, (results, records) in compared.items():
-        write_results(out_dir / label, results, records, overwrite=overwrite)
+        write_results(out_dir / label_directory(label), results, records, overwrite=overwrite)
     table = {label: pair[0] for label, pair in compared.items()}
     write_text_atomic(out_dir / "comparison.md", comparison_table(table) + "\n\n" + scores_table(table) + "\n",
                       overwrite=overwrite)
