@@ -74,10 +74,13 @@ def edited_sites(model, hparams: MendHparams) -> list[EditSite]:
     """The sites of ``hparams.matrices`` in ``hparams.layers`` (negative numbers count from the last
     layer), layer by layer, input projections first."""
     n_layers = model.cfg.n_layers
-    layers = [layer + n_layers if layer < 0 else layer for layer in hparams.layers]
-    return [site for layer in layers
-            for site in [*(mlp_input_sites(model, layer) if "in" in hparams.matrices else []),
-                         *([mlp_output_site(model, layer)] if "out" in hparams.matrices else [])]]
+    sites = []
+    for layer in (layer + n_layers if layer < 0 else layer for layer in hparams.layers):
+        if "in" in hparams.matrices:
+            sites += mlp_input_sites(model, layer)
+        if "out" in hparams.matrices:
+            sites.append(mlp_output_site(model, layer))
+    return sites
 
 
 def site_shape(model, site: EditSite) -> tuple[int, int]:

@@ -153,11 +153,10 @@ def batch_loss(model, network: MendNetwork, sites, examples: Sequence[TrainingEd
 def validation_loss(model, network: MendNetwork, sites, examples: Sequence[TrainingEdit],
                     hparams: MendHparams) -> float:
     """The training loss on the validation edits, without a gradient, in batches of ``batch_size``."""
+    batches = [examples[start:start + hparams.batch_size] for start in range(0, len(examples), hparams.batch_size)]
     with torch.no_grad():
-        losses = [batch_loss(model, network, sites, examples[start:start + hparams.batch_size], hparams)[0]
-                  * len(examples[start:start + hparams.batch_size])
-                  for start in range(0, len(examples), hparams.batch_size)]
-    return float(sum(losses)) / len(examples)
+        total = sum(batch_loss(model, network, sites, batch, hparams)[0].item() * len(batch) for batch in batches)
+    return total / len(examples)
 
 
 def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
