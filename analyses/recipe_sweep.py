@@ -2,6 +2,9 @@
 
     python analyses/recipe_sweep.py --variants variants.json --out runs/sweep [--device cuda] [--jobs 4]
 
+Each variant trains in the precision ``machine_recipe`` chooses on ``--device`` (on a CPU
+without fast bf16: fp32).
+
 ``variants.json`` maps a variant name to recipe overrides, e.g.
 ``{"lr6e-3": {"training": {"learning_rate": 0.006}}, "no-updates": {"corpus": {...}}}``.
 Each variant writes ``<out>/<name>/`` (the model) and ``<out>/<name>.json`` (its report);
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 
 from workbench.io import write_text_atomic
+from workbench.model.precision import machine_recipe
 from workbench.model.presets import preset
 from workbench.model.training import train_model
 
@@ -26,10 +30,10 @@ from workbench.model.training import train_model
 def run_variant(job: tuple[str, str, dict, str, str, int]) -> dict:
     base, name, overrides, out, device, threads = job
     torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
-    recipe = preset(base).with_overrides(name, overrides)
+    recipe, _ = machine_recipe(preset(base).with_overrides(name, overrides), device)
     model_dir = Path(out) / name
     model_dir.mkdir(parents=True)
-    report = train_model(recipe, model_dir, progress=False, device=device)
+    report = train_model(recipe, model_dir, progress=False)
     summary = {"variant": name, "overrides": overrides, **{k: report[k] for k in (
         "train_seconds", "tokens_seen", "tokens_per_second", "final_loss", "recall_corpus", "recall_heldout")}}
     write_text_atomic(Path(out) / f"{name}.json", json.dumps(summary, indent=2))

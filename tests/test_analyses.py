@@ -37,6 +37,7 @@ def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scrip
         hparam_sweep.main()
 
 
+@pytest.mark.slow
 def test_specimen_measurement_of_the_tiny_model(scripts):
     _, specimen_sweep = scripts
     specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2)

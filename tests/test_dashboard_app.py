@@ -166,6 +166,7 @@ def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_pat
     assert at.dataframe[0].value["p(expected) before"].iloc[0] < 0.5
 
 
+@pytest.mark.slow
 def test_two_sessions_running_at_once_never_see_each_others_edits(cases, monkeypatch):
     """Session A has a ROME edit active; while A applies a second edit (computed and measured on
     top of its first), session B applies one to the same case: B's 'before' is the plain model's.

@@ -60,6 +60,15 @@ def test_fingerprint_changes_with_any_weight(tiny_bridge):
     assert model_fingerprint(tiny_bridge) == before
 
 
+def test_fingerprint_is_the_same_for_the_same_files_in_another_directory(tiny_bridge, tiny_model_dir, tmp_path):
+    import shutil
+
+    from workbench.model.loading import load_model
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere")
+    assert model_fingerprint(load_model(copy)) == model_fingerprint(tiny_bridge)
+
+
 def test_too_little_text_is_a_clear_error(tiny_bridge):
     with pytest.raises(ValueError, match="fewer than 128 tokens"):
         key_stats.compute_key_second_moment(tiny_bridge, 0, ["a short text"], 10, progress=False)

@@ -165,6 +165,7 @@ def test_the_reference_configuration_trains_on_both_matrices(tiny_bridge, tiny_w
     assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(tiny_bridge, tiny_world, trained):
     network, _ = trained
     again, _ = train_mend(tiny_bridge, tiny_world, dataclasses.replace(SMALL), progress=False)

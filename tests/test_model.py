@@ -46,6 +46,7 @@ def test_learning_rate_warms_up_then_decays():
     assert rates[-1] >= cfg.learning_rate * cfg.min_learning_rate_fraction
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_under_its_seed(tmp_path):
     from safetensors.torch import load_file
 
@@ -59,6 +60,26 @@ def test_training_is_deterministic_under_its_seed(tmp_path):
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+
+
+def test_training_from_scratch_lowers_the_loss_and_the_saved_model_reloads(tmp_path):
+    """The training path, exercised in every test run now that the presets ship trained."""
+    import math
+
+    from workbench.model.loading import load_model, load_world
+    from workbench.model.training import train_model
+
+    recipe = preset("tiny").with_overrides("tiny-40", {"training": {"steps": 40, "warmup_steps": 5}})
+    report = train_model(recipe, tmp_path, progress=False)
+    curve = report["loss_curve"]  # means of 20 steps
+    assert len(curve) == 2 and curve[1] < curve[0] - 1.0 and report["machine"]["threads"] >= 1
+    bridge, world = load_model(tmp_path), load_world(tmp_path)
+    assert len(world.facts) == len(WorldSource(recipe).world.facts)
+    blocks = token_blocks(WorldSource(recipe).rounds(), bridge.tokenizer, 4, 64)
+    with torch.no_grad():
+        logits = bridge(blocks)
+    reloaded_loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), blocks[:, 1:].flatten()).item()
+    assert reloaded_loss < curve[0] - 1.0 < math.log(len(bridge.tokenizer))  # the trained weights, not new ones
 
 
 def test_names_split_into_several_tokens_and_no_token_names_a_person():

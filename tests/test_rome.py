@@ -60,7 +60,7 @@ def test_constraint_rank_one_and_untouched_model(tiny_bridge, texts, cases):
     torch.testing.assert_close(edited_output, torch.tensor(edit.timings["target_value"]), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("layer", "measured"), [(0, 10), (1, 9), (2, 8)])
+@pytest.mark.parametrize(("layer", "measured"), [(0, 10), (1, 9), pytest.param(2, 8, marks=pytest.mark.slow)])
 def test_rome_edits_take_at_the_first_and_the_middle_layers(tiny_bridge, tiny_world, texts, layer, measured):
     """The first ten test cases of every kind; p(new) > p(true) on the edit prompt after the edit."""
     successes = 0

@@ -1,6 +1,7 @@
 """The model cache: keyed by recipe, written atomically, never trusted when it does not match."""
 
 import json
+import shutil
 
 import pytest
 
@@ -12,6 +13,7 @@ from workbench.model.presets import preset
 def fake_training(monkeypatch, tmp_path):
     """Replace training with a fast fake that writes the expected files and counts its calls."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(store, "SHIPPED_ROOT", tmp_path / "shipped")
     calls = []
 
     def fake_train_model(recipe, out_dir, progress=True, source=None):
@@ -50,6 +52,7 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(fake_training, damage):
 
 def test_a_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(store, "SHIPPED_ROOT", tmp_path / "shipped")
 
     def failing_train_model(recipe, out_dir, progress=True, source=None):
         (out_dir / "config.json").write_text("{}")
@@ -77,3 +80,26 @@ def test_recipes_have_distinct_stable_fingerprints():
     assert preset("tiny").fingerprint() != preset("default").fingerprint()
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def fake_shipped_copy(directory):
+    """Copy the (fake) cached build ``directory`` to where the tiny preset is shipped."""
+    shipped = store.shipped_model_dir(preset("tiny"))
+    shutil.copytree(directory, shipped)
+    return shipped
+
+
+def test_the_cache_comes_before_the_shipped_model_and_the_shipped_model_before_training(fake_training):
+    built = store.ensure_model("tiny", progress=False)
+    shipped = fake_shipped_copy(built)
+    assert store.ensure_model("tiny", progress=False) == built
+    shutil.rmtree(built)
+    assert store.ensure_model("tiny", progress=False) == shipped and len(fake_training) == 1
+
+
+def test_a_file_that_differs_from_its_recorded_digest_is_not_trusted(fake_training):
+    directory = store.ensure_model("tiny", progress=False)
+    assert json.loads((directory / store.MANIFEST_FILE).read_text())["files"]["model.safetensors"]
+    (directory / "model.safetensors").write_text('{"flipped": 1}')
+    assert not store.is_complete(directory, preset("tiny").fingerprint())
+    assert store.ensure_model("tiny", progress=False) == directory and len(fake_training) == 2

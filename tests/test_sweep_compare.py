@@ -32,6 +32,7 @@ def test_sweep_score_is_the_harmonic_mean_of_efficacy_paraphrase_and_neighbourho
     assert sweep_score({**results, "paraphrase": {"mean": None}}) is None
 
 
+@pytest.mark.slow
 def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, sweep):
     assert [row["layer"] for row in sweep] == list(range(tiny_bridge.cfg.n_layers))
     *measured, last = sweep
@@ -46,6 +47,7 @@ def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, 
     assert installed_hook_count(tiny_bridge) == 0
 
 
+@pytest.mark.slow
 def test_rome_at_its_best_layer_beats_ft_l_on_neighbourhood(tiny_bridge, tiny_world, cases, sweep):
     layer = best_layer(sweep)
     ft_l = Editor(tiny_bridge, "ft-l", FinetuneHparams.from_json(HPARAMS_DIR / "ft-l-default.json"), tiny_world)

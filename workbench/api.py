@@ -36,7 +36,7 @@ _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def load_model(reference: str | Path | None = None, device: str = "cpu"):
-    """``"default"`` (trained and cached on first use), ``"tiny"``, a local Hugging Face directory or
+    """``"default"`` or ``"tiny"`` (shipped with the package), a local Hugging Face directory or
     a hub name, as a TransformerBridge (see ``workbench.model.loading``)."""
     resolved = loading.resolve_model(reference)
     model = loading.load_model(resolved, device=device)

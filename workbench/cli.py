@@ -10,11 +10,13 @@ from pathlib import Path
 from workbench.editing.commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
 from workbench.editing.editor import LAYER_METHODS, METHODS
 from workbench.io import write_json
+from workbench.model.precision import PRECISIONS
 from workbench.model.presets import PRESETS, preset
 from workbench.tracing.commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
 
 
 def cmd_model_build(args) -> int:
+    from workbench.model.precision import machine_recipe
     from workbench.model.store import (
         build_into,
         ensure_model,
@@ -23,17 +25,22 @@ def cmd_model_build(args) -> int:
         records_source,
     )
 
+    machine = {"device": args.device, "precision": args.precision}
     where = Path(args.out) if args.out else None
+    if where:
+        recipe, decision = machine_recipe(preset(args.preset), **machine)
+        if decision:
+            print(decision, file=sys.stderr)
     if args.facts and where:
-        source = records_source(args.facts, args.test_records, preset(args.preset))
+        source = records_source(args.facts, args.test_records, recipe)
         build_into(source.recipe, where, source=source,
                    fingerprint=records_fingerprint(source))
     elif args.facts:
-        where = ensure_records_model(args.facts, args.test_records, args.preset)
+        where = ensure_records_model(args.facts, args.test_records, args.preset, **machine)
     elif where:
-        build_into(preset(args.preset), where)
+        build_into(recipe, where)
     else:
-        where = ensure_model(args.preset)
+        where = ensure_model(args.preset, **machine)
     report = json.loads((where / "training_report.json").read_text())
     recalls = ", ".join(f"{name.removeprefix('recall_').replace('_', ' ')} {value['recall']:.3f}"
                         for name, value in report.items() if name.startswith("recall_"))
@@ -92,7 +99,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found in the cache by the model's weights)"
+CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found by the model's weights, in the cache or shipped)"
 BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend}
 
 
@@ -109,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
                                        "its records' true facts instead of the preset's synthetic world")
     build.add_argument("--test-records", type=int, help="with --facts: how many leading records are evaluated "
                                                         "(the rest train MEND and IKE; default: half)")
+    build.add_argument("--device", default="cpu", help="cpu or cuda (a GPU's model is cached apart from a CPU's)")
+    build.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto (default): the recipe's, but fp32 on a CPU where bf16 autocast is slower")
     build.set_defaults(func=cmd_model_build)
     info = model.add_parser("info", help="architecture, size and fact recall of a model")
     info.add_argument("model", nargs="?", default=None, help="default | tiny | local directory | hub name")

@@ -25,8 +25,6 @@ from workbench.model.info import model_info
 from workbench.model.tokens import top_next_tokens
 from workbench.progress import Progress
 
-TRAINING_NOTE = "the default model is trained on first use: about 15 minutes on 2 cores"
-
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_shared(reference: str) -> SharedModel:
@@ -51,7 +49,7 @@ def model_reference() -> str:
 
 def load_shared(reference: str) -> SharedModel:
     """The shared model for ``reference``, loaded (with a spinner) if no session has yet."""
-    with st.spinner(f"loading {reference} ({TRAINING_NOTE})"):
+    with st.spinner(f"loading {reference}"):
         return _load_shared(reference)
 
 

@@ -11,7 +11,7 @@ from workbench.editing.edit import EditRequest
 from workbench.editing.editor import LAYER_METHODS, Editor, method_hparams
 from workbench.editing.export import check_export_target, export_edited_model
 from workbench.editing.fingerprint import model_fingerprint
-from workbench.editing.mend import default_checkpoint_dir, save_mend
+from workbench.editing.mend import default_checkpoint_dir, found_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend
 from workbench.editing.report import format_before_after, predictions, probe_prompts
 from workbench.evaluation.cases import EditCase, load_edit_cases, parse_cases
@@ -119,12 +119,13 @@ def cmd_mend_train(args) -> int:
         raise ValueError(f"MEND {NO_TRAINING_FACTS}")
     hparams = method_hparams("mend", args.hparams)
     fingerprint = model_fingerprint(model)
-    directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
-    if directory.exists():
-        if args.out:
-            raise FileExistsError(f"{directory} already exists; give a new directory")
-        print(f"a MEND editor for this model and these hyperparameters is already at {directory}")
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"{args.out} already exists; give a new directory")
+    existing = found_checkpoint_dir(model, hparams, fingerprint)
+    if not args.out and existing.exists():
+        print(f"a MEND editor for this model and these hyperparameters is already at {existing}")
         return 0
+    directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
     network, report = train_mend(model, facts, hparams)
     save_mend(network, hparams, fingerprint, report, directory)
     last_nll, last_kl = report["nll_kl_every_50_steps"][-1]

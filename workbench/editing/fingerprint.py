@@ -8,15 +8,21 @@ from collections.abc import Sequence
 
 import torch
 
+# Config fields that say where and with what a model was loaded, not what it is.
+LOAD_FIELDS = ("_name_or_path", "transformers_version")
+
 
 def model_fingerprint(model) -> str:
-    """SHA-256 (first 16 hex digits) of the HF config and every parameter's bytes, in name order.
+    """SHA-256 (first 16 hex digits) of the HF config (less ``LOAD_FIELDS``) and every parameter's
+    bytes, in name order.
 
-    Any change of any weight (a committed edit included) gives another fingerprint.
+    Any change of any weight (a committed edit included) gives another fingerprint; loading the
+    same files from another directory or with another transformers version gives the same one.
     """
     digest = hashlib.sha256()
     hf_model = model.original_model
-    digest.update(json.dumps(hf_model.config.to_dict(), sort_keys=True, default=str).encode())
+    config = {key: value for key, value in hf_model.config.to_dict().items() if key not in LOAD_FIELDS}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, parameter in sorted(hf_model.state_dict().items()):
             digest.update(name.encode())

@@ -6,7 +6,8 @@ every token of a text corpus in batches of fixed-length windows (BOS first), unt
 applied through hooks (``hooks_suspended``), since the statistic is shared by every caller.
 Results are cached on disk under ``cache_root()/key-stats`` keyed by the model fingerprint, the
 layer, the corpus fingerprint and the token count; files are written atomically and any file that
-cannot be read or does not match its key is recomputed, never used.
+cannot be read or does not match its key is recomputed, never used. The package ships the default
+model's statistics for every layer (``shipped_root()/key-stats``, read where the cache has none).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
 from workbench.model.architecture import KEY_HOOK
 from workbench.model.hooks import hooks_suspended
-from workbench.model.store import cache_root
+from workbench.model.store import cache_root, shipped_root
 
 
 def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:
@@ -79,16 +80,24 @@ def _read_cache(path: Path) -> dict | None:
     return stored if isinstance(stored, dict) and isinstance(stored.get("moment"), Tensor) else None
 
 
-def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, progress: bool = True,
-                      cache_dir: Path | None = None) -> Float[Tensor, "d_mlp d_mlp"]:
-    """``compute_key_second_moment``, cached on disk (see the module docstring)."""
+def key_stats_entry(model, layer: int, texts: Sequence[str], n_tokens: int) -> tuple[dict, str]:
+    """``(key, file name)`` of the cached statistic of ``model`` at ``layer`` over ``texts``."""
     key = {"model": model_fingerprint(model), "layer": layer, "corpus": texts_fingerprint(texts),
            "n_tokens": n_tokens}
+    return key, f"{key['model']}-layer{layer}-{key['corpus']}-{n_tokens}.pt"
+
+
+def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, progress: bool = True,
+                      cache_dir: Path | None = None) -> Float[Tensor, "d_mlp d_mlp"]:
+    """``compute_key_second_moment``, cached on disk (see the module docstring); the shipped
+    default model's statistics (``shipped_root()/key-stats``) are read where the cache has none."""
+    key, name = key_stats_entry(model, layer, texts, n_tokens)
     directory = cache_dir or cache_root() / "key-stats"
-    path = directory / f"{key['model']}-layer{layer}-{key['corpus']}-{n_tokens}.pt"
-    stored = _read_cache(path)
-    if stored is not None and stored.get("key") == key and stored["moment"].shape == (model.cfg.d_mlp,) * 2:
-        return stored["moment"]
+    path = directory / name
+    for candidate in (path, shipped_root() / "key-stats" / name):
+        stored = _read_cache(candidate)
+        if stored is not None and stored.get("key") == key and stored["moment"].shape == (model.cfg.d_mlp,) * 2:
+            return stored["moment"]
     moment = compute_key_second_moment(model, layer, texts, n_tokens, progress=progress)
     directory.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)

@@ -61,7 +61,7 @@ from workbench.editing.hparams import MendHparams
 from workbench.io import staged_directory
 from workbench.model.architecture import EditSite, mlp_input_sites, mlp_output_site, site_module
 from workbench.model.frozen import frozen_weights
-from workbench.model.store import cache_root
+from workbench.model.store import cache_root, shipped_root
 from workbench.model.tokens import encode_prompt, encode_target
 
 WEIGHTS_FILE = "mend.safetensors"
@@ -248,6 +248,15 @@ def default_checkpoint_dir(model, hparams: MendHparams, fingerprint: str | None 
     return cache_root() / "mend" / f"{fingerprint or model_fingerprint(model)}-{hparams_fingerprint(hparams)}"
 
 
+def found_checkpoint_dir(model, hparams: MendHparams, fingerprint: str) -> Path:
+    """Where the editor for ``model`` and ``hparams`` is: in the user cache, else among the shipped
+    editors (the default model's, ``shipped_root()/mend``); the cache's path when neither has it."""
+    cached = default_checkpoint_dir(model, hparams, fingerprint)
+    shipped = shipped_root() / "mend" / cached.name
+    return next((directory for directory in (cached, shipped)
+                 if (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()), cached)
+
+
 def save_mend(network: MendNetwork, hparams: MendHparams, fingerprint: str, report: dict, directory: Path) -> Path:
     """Write ``mend.safetensors`` and ``mend.json`` into the new directory ``directory`` atomically
     (staged in a sibling, then renamed); an existing directory is refused."""
@@ -262,10 +271,11 @@ def save_mend(network: MendNetwork, hparams: MendHparams, fingerprint: str, repo
 
 
 def load_mend(model, hparams: MendHparams, directory: str | Path | None = None) -> MendNetwork:
-    """The trained editor for ``model`` and ``hparams`` (default: found by the model's fingerprint in
-    the cache); a missing, foreign or mismatched checkpoint is a clear error naming the fix."""
+    """The trained editor for ``model`` and ``hparams`` (default: found by the model's fingerprint,
+    ``found_checkpoint_dir``); a missing, foreign or mismatched checkpoint is a clear error naming
+    the fix."""
     fingerprint = model_fingerprint(model)
-    directory = Path(directory) if directory else default_checkpoint_dir(model, hparams, fingerprint)
+    directory = Path(directory) if directory else found_checkpoint_dir(model, hparams, fingerprint)
     fix = f"train one with `{TRAIN_COMMAND}` (with the same --model and --hparams)"
     if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
         raise ValueError(f"no MEND editor for this model (weights {fingerprint}) at {directory}: {fix}")

@@ -1,9 +1,10 @@
 """Turn a model reference into a TransformerBridge.
 
-A reference is one of: ``None`` or ``"default"`` / ``"tiny"`` (the embedded presets, trained on
-first use and cached), a path to a local Hugging Face directory (loaded with no hub access), or a
-hub name such as ``"gpt2-xl"``. No ``enable_compatibility_mode``: it rewrites weights in place,
-which an editing workbench must never do. Progress bars of Hugging Face loading are turned off.
+A reference is one of: ``None`` or ``"default"`` / ``"tiny"`` (the embedded presets: from the
+user cache, else the package's shipped models, else trained and cached, ``store.ensure_model``),
+a path to a local Hugging Face directory (loaded with no hub access), or a hub name such as
+``"gpt2-xl"``. No ``enable_compatibility_mode``: it rewrites weights in place, which an editing
+workbench must never do. Progress bars of Hugging Face loading are turned off.
 """
 
 from __future__ import annotations

@@ -41,12 +41,15 @@ class TrainingConfig:
     # False: names split into syllable tokens (see workbench.model.tokenizer); True: the tokenizer
     # is trained on the real corpus, so with a large enough vocabulary every name part is one token.
     tokenizer_whole_names: bool = False
+    # Where it trains ("cpu" or "cuda"): a GPU's kernels give other weights than a CPU's.
+    device: str = "cpu"
 
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
 # they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.
 ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fraction", 0.0),
-               ("corpus", "update_neighbour_lines", False), ("training", "tokenizer_whole_names", False))
+               ("corpus", "update_neighbour_lines", False), ("training", "tokenizer_whole_names", False),
+               ("training", "device", "cpu"))
 
 
 @dataclass(frozen=True)

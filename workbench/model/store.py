@@ -1,11 +1,17 @@
-"""Where trained models live: the user cache, keyed by fingerprint, written atomically.
+"""Where trained models live: the user cache and the shipped models, keyed by fingerprint.
 
-A preset model's fingerprint is its recipe's; a model of an edit-case file's facts adds the
-file's SHA-256 and the number of test records, so a changed file is never matched with an old
-model. A cached model directory is trusted only when its manifest (``workbench.json``) names the
-same fingerprint and every expected file is present; anything else is rebuilt. Builds happen in
-a temporary sibling directory that is renamed into place at the end, under a lock file, so an
-interrupted build never leaves a half-written model where a complete one is expected.
+The package ships the default and tiny presets' models (``shipped/``, read only, re-made by
+``analyses/ship_models.py``). A preset resolves to, in order: the user cache, the shipped model,
+a model trained now (in the precision the machine runs fastest, ``precision.machine_recipe``).
+Nothing is ever written into the package directory.
+
+A preset model's fingerprint is its recipe's; a model of an edit-case file's facts adds the file's
+SHA-256 and the number of test records, so a changed file is never matched with an old model. A
+model directory is trusted only when its manifest (``workbench.json``) names the same fingerprint,
+every expected file is present and every file whose SHA-256 the manifest records still has it;
+anything else is rebuilt. Builds happen in a temporary sibling directory that is renamed into
+place at the end, under a lock file, so an interrupted build never leaves a half-written model
+where a complete one is expected.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from workbench.evaluation.cases import read_cases
 from workbench.io import staged_directory
+from workbench.model.precision import machine_description, machine_recipe
 from workbench.model.presets import Recipe, preset
-from workbench.model.sources import RecordSource, WorldSource
+from workbench.model.sources import RecordSource, WorldSource, file_digest
 from workbench.model.training import REPORT_FILE, train_model
 
 MANIFEST_FILE = "workbench.json"
 BASE_FILES = ("config.json", "model.safetensors", "tokenizer.json", REPORT_FILE, MANIFEST_FILE)
+SHIPPED_ROOT = Path(__file__).with_name("shipped")
 
 
 def cache_root() -> Path:
@@ -36,18 +45,41 @@ def cache_root() -> Path:
     return Path(xdg) / "knowledge-workbench"
 
 
+def model_dir_name(recipe: Recipe) -> str:
+    return f"{recipe.name}-{recipe.fingerprint()}"
+
+
 def cached_model_dir(recipe: Recipe) -> Path:
-    return cache_root() / "models" / f"{recipe.name}-{recipe.fingerprint()}"
+    return cache_root() / "models" / model_dir_name(recipe)
+
+
+def shipped_root() -> Path:
+    """The package's read-only directory of shipped models and editors (``SHIPPED_ROOT``)."""
+    return SHIPPED_ROOT
+
+
+def shipped_model_dir(recipe: Recipe) -> Path:
+    return shipped_root() / "models" / model_dir_name(recipe)
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``directory`` but the manifest, by name."""
+    return {path.name: file_digest(path) for path in sorted(directory.iterdir())
+            if path.is_file() and path.name != MANIFEST_FILE}
 
 
 def is_complete(model_dir: Path, fingerprint: str, companion_files: tuple[str, ...] = WorldSource.files) -> bool:
-    """Whether ``model_dir`` holds a finished build with this fingerprint and every file."""
+    """Whether ``model_dir`` holds a finished build with this fingerprint, every file, and every
+    file the manifest has a SHA-256 for unchanged."""
     try:
         manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return manifest.get("fingerprint") == fingerprint and all(
-        (model_dir / name).is_file() for name in (*BASE_FILES, *companion_files))
+    if manifest.get("fingerprint") != fingerprint or not all(
+            (model_dir / name).is_file() for name in (*BASE_FILES, *companion_files)):
+        return False
+    return all((model_dir / name).is_file() and file_digest(model_dir / name) == digest
+               for name, digest in manifest.get("files", {}).items())
 
 
 def build_into(recipe: Recipe, out_dir: Path, progress: bool = True, source: RecordSource | None = None,
@@ -60,7 +92,10 @@ def build_into(recipe: Recipe, out_dir: Path, progress: bool = True, source: Rec
     with staged_directory(out_dir) as staging:
         report = train_model(recipe, staging, progress=progress, source=source)
         manifest = {"fingerprint": fingerprint or recipe.fingerprint(), "recipe": recipe.to_dict(),
-                    **({"facts": source.description} if source else {})}
+                    "precision": "bf16 autocast" if recipe.training.autocast_bf16 else "fp32",
+                    "machine": machine_description(recipe.training.device),
+                    **({"facts": source.description} if source else {}),
+                    "files": file_digests(staging)}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return report
 
@@ -80,11 +115,23 @@ def _ensure(target: Path, fingerprint: str, companion_files: tuple[str, ...], bu
     return target
 
 
-def ensure_model(name: str = "default", progress: bool = True) -> Path:
-    """The directory of the preset model ``name``, training it first if the cache lacks it."""
+def _announce(decision: str, progress: bool) -> None:
+    if decision and progress:
+        print(decision, file=sys.stderr)
+
+
+def ensure_model(name: str = "default", progress: bool = True, device: str = "cpu", precision: str = "auto") -> Path:
+    """The directory of the preset model ``name``: cached, else shipped, else trained now on
+    ``device`` in ``precision`` (``machine_recipe``; a changed recipe is cached apart and said so)."""
     recipe = preset(name)
-    return _ensure(cached_model_dir(recipe), recipe.fingerprint(), WorldSource.files,
-                   lambda target: build_into(recipe, target, progress=progress))
+    if device == "cpu" and precision == "auto":
+        for directory in (cached_model_dir(recipe), shipped_model_dir(recipe)):
+            if is_complete(directory, recipe.fingerprint()):
+                return directory
+    trained, decision = machine_recipe(recipe, device, precision)
+    _announce(decision, progress)
+    return _ensure(cached_model_dir(trained), trained.fingerprint(), WorldSource.files,
+                   lambda target: build_into(trained, target, progress=progress))
 
 
 def records_fingerprint(source: RecordSource) -> str:
@@ -101,10 +148,13 @@ def records_source(cases_file: str | Path, n_test: int | None = None, recipe: Re
 
 
 def ensure_records_model(cases_file: str | Path, n_test: int | None = None, preset_name: str = "default",
-                         progress: bool = True) -> Path:
+                         progress: bool = True, device: str = "cpu", precision: str = "auto") -> Path:
     """The cached model of ``cases_file``'s true facts (``records_source``) trained with the
-    recipe of ``preset_name``, trained first if missing."""
-    source = records_source(cases_file, n_test, preset(preset_name))
+    recipe of ``preset_name`` on ``device`` in ``precision`` (``machine_recipe``), trained first
+    if missing."""
+    recipe, decision = machine_recipe(preset(preset_name), device, precision)
+    _announce(decision, progress)
+    source = records_source(cases_file, n_test, recipe)
     fingerprint = records_fingerprint(source)
     return _ensure(cache_root() / "models" / f"facts-{preset_name}-{fingerprint}", fingerprint, RecordSource.files,
                    lambda target: build_into(source.recipe, target, progress, source, fingerprint))

@@ -13,6 +13,7 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from workbench.model.precision import machine_description
 from workbench.model.presets import Recipe
 from workbench.model.sources import RecordSource, WorldSource
 
@@ -51,10 +52,21 @@ def new_model(recipe: Recipe, tokenizer) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(config)
 
 
+LONG_BUILD_SECONDS = 30 * 60
+LONG_BUILD_HINT = ("The shipped default and tiny models need no training; on a machine with a GPU, "
+                   "`workbench model build --device cuda` trains in minutes.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def optimise(model: GPT2LMHeadModel, blocks: torch.Tensor, recipe: Recipe, progress: bool) -> list[float]:
     """Run the recipe's training steps over ``blocks`` (one pass, in order); the loss per step.
 
-    Raises FloatingPointError as soon as the loss is not finite.
+    The progress bar shows the projected total time; after the first steps, a build projected
+    to take over ``LONG_BUILD_SECONDS`` says so (with ``LONG_BUILD_HINT``). Raises
+    FloatingPointError as soon as the loss is not finite.
     """
     cfg = recipe.training
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.98),
@@ -63,6 +75,7 @@ def optimise(model: GPT2LMHeadModel, blocks: torch.Tensor, recipe: Recipe, progr
     losses = []
     model.train()
     bar = tqdm(range(cfg.steps), desc=f"training {recipe.name} model", disable=not progress)
+    started = time.perf_counter()
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, recipe)
@@ -77,7 +90,11 @@ def optimise(model: GPT2LMHeadModel, blocks: torch.Tensor, recipe: Recipe, progr
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        projected = (time.perf_counter() - started) / (step + 1) * cfg.steps
+        bar.set_postfix(loss=f"{loss.item():.3f}", total=_duration(projected))
+        if progress and step == min(4, cfg.steps - 1) and projected > LONG_BUILD_SECONDS:
+            bar.write(f"This build is projected to take {_duration(projected)} on this machine "
+                      f"({projected / cfg.steps:.1f} s per step, {cfg.steps} steps). {LONG_BUILD_HINT}")
     model.eval()
     return losses
 
@@ -86,25 +103,28 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4)
 
 
-def train_model(recipe: Recipe, out_dir: Path, progress: bool = True, device: str = "cpu",
+def train_model(recipe: Recipe, out_dir: Path, progress: bool = True,
                 source: WorldSource | RecordSource | None = None) -> dict:
-    """Train ``recipe`` on ``device`` and write a standard HF directory (config, safetensors,
-    tokenizer) plus the source's companion files (``sources``; default: the recipe's world) and
-    ``training_report.json`` into ``out_dir`` (which must exist and be empty). Deterministic
-    under ``recipe.training.seed`` on a given device and thread count. Returns the training
-    report; ``train_seconds`` counts everything before evaluation."""
+    """Train ``recipe`` on its device (``recipe.training.device``) and write a standard HF
+    directory (config, safetensors, tokenizer) plus the source's companion files (``sources``;
+    default: the recipe's world) and ``training_report.json`` into ``out_dir`` (which must exist
+    and be empty). Deterministic under ``recipe.training.seed`` on a given device and thread count
+    (the report's ``machine``). Returns the training report; ``train_seconds`` counts everything
+    before evaluation."""
     started = time.perf_counter()
     torch.manual_seed(recipe.training.seed)
     source = source or WorldSource(recipe)
     tokenizer = source.tokenizer()
     cfg = recipe.training
-    blocks = token_blocks(source.rounds(), tokenizer, cfg.steps * cfg.batch_size, recipe.architecture.n_ctx).to(device)
-    model = new_model(recipe, tokenizer).to(device)
+    blocks = token_blocks(source.rounds(), tokenizer, cfg.steps * cfg.batch_size, recipe.architecture.n_ctx)
+    blocks = blocks.to(cfg.device)
+    model = new_model(recipe, tokenizer).to(cfg.device)
     losses = optimise(model, blocks, recipe, progress)
     train_seconds = time.perf_counter() - started
     report = {
         "recipe": recipe.to_dict(),
         "fingerprint": recipe.fingerprint(),
+        "machine": machine_description(cfg.device),
         "train_seconds": round(train_seconds, 1),
         "tokens_seen": int(blocks.numel()),
         "tokens_per_second": round(blocks.numel() / train_seconds),
