@@ -1,5 +1,7 @@
 """Edits through hooks and committed into the weights agree; reverting restores every bit."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -119,3 +121,75 @@ def test_hooks_and_commit_agree_on_the_mlp_input_projections(model_name, project
     deltas = tuple(WeightDelta.dense(site, torch.randn(model.cfg.d_model, model.cfg.d_mlp, generator=generator) * 0.05)
                    for site in sites)
     _assert_hooks_and_commit_agree(model, Edit(REQUEST, deltas, method="test"))
+
+
+def _another_tiny_model(tiny_model_dir, tmp_path):
+    """A randomly initialised model of the tiny model's architecture and tokenizer (same shapes,
+    other weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.model.loading import load_model
+
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    return load_model(tmp_path)
+
+
+def test_a_commit_checks_every_edit_before_it_writes_anything(tiny_bridge, tiny_model_dir, tmp_path):
+    from workbench.editing.editor import Editor
+
+    snapshot = weights_snapshot(tiny_bridge)
+    good = Editor(tiny_bridge, "ft-l")(REQUEST, 0)
+    assert good.deltas[0].base  # computed by an Editor: stamped with the weight it was computed against
+    layer_5 = dataclasses.replace(good.deltas[0].site, layer=5, module="transformer.h.5.mlp.c_proj")
+    beyond = Edit(REQUEST, (dataclasses.replace(good.deltas[0], site=layer_5),), method="test")
+    wrong_shape = Edit(REQUEST, (WeightDelta(good.deltas[0].site, torch.ones(3, 1), torch.ones(1, 3)),), method="test")
+    foreign = Editor(_another_tiny_model(tiny_model_dir, tmp_path), "ft-l")(REQUEST, 0)
+    for bad, message in ((beyond, "no such module"), (wrong_shape, "does not fit"), (foreign, "other weights")):
+        with pytest.raises(ValueError, match=message):
+            commit(tiny_bridge, [good, bad])
+        assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
+    handle = commit(tiny_bridge, [good, foreign], allow_other_base=True)  # the explicit override
+    handle.revert()
+    assert weights_equal(tiny_bridge, snapshot)
+
+
+def test_a_failure_while_writing_restores_what_was_written(tiny_bridge, monkeypatch):
+    from workbench.editing import edit as edit_module
+
+    snapshot, calls = weights_snapshot(tiny_bridge), []
+    real_add = edit_module.add_to_weight
+
+    def failing_add(weight, delta):
+        calls.append(delta)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        real_add(weight, delta)
+
+    monkeypatch.setattr(edit_module, "add_to_weight", failing_add)
+    with pytest.raises(RuntimeError, match="device lost"):
+        commit(tiny_bridge, [_random_edit(tiny_bridge, 0), _random_edit(tiny_bridge, 1, seed=1)])
+    assert len(calls) == 2 and weights_equal(tiny_bridge, snapshot)
+
+
+def test_reverts_never_undo_another_commit(tiny_bridge):
+    snapshot = weights_snapshot(tiny_bridge)
+    first_edit, second_edit = _random_edit(tiny_bridge, 0), _random_edit(tiny_bridge, 0, seed=1)
+    first = commit(tiny_bridge, [first_edit])
+    after_first = weights_snapshot(tiny_bridge)
+    second = commit(tiny_bridge, [second_edit])
+    after_second = weights_snapshot(tiny_bridge)
+    with pytest.raises(ValueError, match="revert the later commits first"):
+        first.revert()
+    assert weights_equal(tiny_bridge, after_second) and not first.reverted
+    second.revert()
+    assert weights_equal(tiny_bridge, after_first) and second.reverted
+    first.revert()
+    assert weights_equal(tiny_bridge, snapshot)
+    twice = [commit(tiny_bridge, [first_edit]), commit(tiny_bridge, [first_edit])]
+    with pytest.raises(ValueError, match="revert the later commits first"):
+        twice[0].revert()
+    for handle in reversed(twice):
+        handle.revert()
+    assert weights_equal(tiny_bridge, snapshot)

@@ -70,3 +70,20 @@ def test_eval_command_writes_results_and_never_overwrites(tmp_path, capsys):
     assert len((tmp_path / "cases.jsonl").read_text().splitlines()) == 2
     capsys.readouterr()
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_empty_case_sets_and_counts_below_one_are_refused_before_any_output(tmp_path, capsys, tiny_bridge):
+    import workbench as wb
+
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    for command in ("eval", "compare"):
+        out = tmp_path / command
+        method = ["--method", "ft-l"] if command == "eval" else ["--methods", "ft-l"]
+        assert main([command, "--model", "tiny", *method, "--cases", str(empty), "--out", str(out)]) == 2
+        assert "has no edit case to use" in capsys.readouterr().err and not out.exists()
+        with pytest.raises(SystemExit):
+            main([command, "--model", "tiny", *method, "--n", "0", "--out", str(out)])
+        assert "expected at least 1, got 0" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="at least 1, got -1"):
+        wb.evaluate(tiny_bridge, method="ft-l", n=-1)

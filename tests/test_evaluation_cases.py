@@ -33,6 +33,10 @@ def test_rome_counterfact_records_are_read():
     (case,) = parse_cases([record])
     assert case.source == "rome" and case.request.prompt == "The mother tongue of Danielle Darrieux is"
     assert case.paraphrases[0].answer == "English" and case.neighbours[0].answer == "French"
+    for template in ("In {} people {lang} speak", "{} and {} speak", "The tongue of Danielle Darrieux is"):
+        bad = {**record, "requested_rewrite": {**rewrite, "prompt": template}}
+        with pytest.raises(ValueError, match="record 0, field 'requested_rewrite.prompt': must hold one"):
+            parse_cases([bad])
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present on this machine")

@@ -133,7 +133,7 @@ def test_evaluation_measures_ike_in_context_and_records_its_details(tiny_bridge,
 
 
 def test_hparams_are_checked_and_the_default_file_loads(tmp_path):
-    with pytest.raises(ValueError, match="three proportions"):
+    with pytest.raises(ValueError, match="hyperparameter .proportions.: expected a list"):
         IkeHparams(proportions=(1, 3))
     with pytest.raises(ValueError, match="'knn' or 'random'"):
         IkeHparams(retrieval="bm25")

@@ -113,3 +113,31 @@ def test_bad_model_references_give_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="local model directory"):
         load_model("workbench-test/no-such-model")
+
+
+def _copy_of_the_tiny_model(tiny_model_dir, tmp_path):
+    import shutil
+
+    return shutil.copytree(tiny_model_dir, tmp_path / "tiny-copy")
+
+
+def test_a_damaged_workbench_model_directory_is_named_not_loaded(tiny_model_dir, tmp_path):
+    copy = _copy_of_the_tiny_model(tiny_model_dir, tmp_path)
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-5] ^= 0xFF  # one flipped byte in the last weight: it would load silently
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ModelLoadError, match="SHA-256 not the one its manifest records: model.safetensors"):
+        load_model(copy)
+
+
+def test_unreadable_model_and_world_files_are_clear_errors(tiny_model_dir, tmp_path):
+    from workbench.model.loading import load_world
+
+    copy = _copy_of_the_tiny_model(tiny_model_dir, tmp_path)
+    (copy / "workbench.json").unlink()  # a plain directory: no manifest to check against
+    (copy / "world.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="world.json is not a readable fact world"):
+        load_world(copy)
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=f"could not load the model in {copy}"):
+        load_model(copy)

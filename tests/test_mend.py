@@ -262,8 +262,8 @@ def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, train
     ({"matrices": ("mid",)}, "matrices are 'in' and/or 'out'"),
     ({"matrices": ("out", "out")}, "matrices are 'in' and/or 'out'"),
     ({"editor": "deep"}, "editor is 'bottleneck' or 'reference'"),
-    ({"grad_clip": -1.0}, "grad_clip >= 0"),
-    ({"validation_edits": 0}, "validation_edits >= 1"),
+    ({"grad_clip": -1.0}, "'grad_clip': must be >= 0, got -1.0"),
+    ({"validation_edits": 0}, "'validation_edits': must be >= 1, got 0"),
 ])
 def test_bad_mend_hyperparameters_are_named(fields, message):
     with pytest.raises(ValueError, match=message):

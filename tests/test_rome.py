@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,32 @@ def test_rome_on_a_linear_layout_meets_its_constraint_and_writes_nothing(tiny_ll
     with pytest.raises(ValueError, match="does not reach the prediction of the target"):
         compute_rome_edit(tiny_llama, request, dataclasses.replace(hparams, layer=1), texts)
     assert weights_equal(tiny_llama, before) and installed_hook_count(tiny_llama) == 0
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"layer": 0, "clamp_norm_factor": -4}', "'clamp_norm_factor': must be > 0, got -4"),
+    ('{"layer": 0, "v_steps": 0}', "'v_steps': must be >= 1, got 0"),
+    ('{"layer": 0, "v_steps": "40"}', "'v_steps': expected int, got '40'"),
+    ('{"layer": 0, "v_steps": 2.5}', "'v_steps': expected int, got 2.5"),
+    ('{"layer": true}', "'layer': expected int, got True"),
+    ('{"layer": 0, "v_weight_decay": NaN}', "'v_weight_decay': expected a finite float, got nan"),
+    ('{"layer": 0, "key_stats_tokens": 0}', "'key_stats_tokens': must be >= 1, got 0"),
+    ('{"layer": 0, "kl_prompts": ["{} is", 3]}', "'kl_prompts': expected str, got 3"),
+    ("null", "expected a JSON object of ROME hyperparameters, got null"),
+    ("{not json", "not valid JSON"),
+])
+def test_hyperparameter_files_are_typed_and_range_checked_naming_file_and_field(tmp_path, content, message):
+    path = tmp_path / "rome.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))}: .*{re.escape(message)}"):
+        RomeHparams.from_json(path)
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}: cannot read it"):
+        RomeHparams.from_json(tmp_path)  # a directory
+
+
+def test_fine_tuning_bounds_refuse_a_zero_constraint():
+    from workbench.editing.hparams import FinetuneHparams
+
+    with pytest.raises(ValueError, match="'norm_constraint': must be > 0, got 0"):
+        FinetuneHparams(layer=0, norm_constraint=0)
+    assert FinetuneHparams(layer=0, norm_constraint=None).norm_constraint is None

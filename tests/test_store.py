@@ -97,9 +97,21 @@ def test_the_cache_comes_before_the_shipped_model_and_the_shipped_model_before_t
     assert store.ensure_model("tiny", progress=False) == shipped and len(fake_training) == 1
 
 
-def test_a_file_that_differs_from_its_recorded_digest_is_not_trusted(fake_training):
+def test_a_file_that_differs_from_its_recorded_digest_is_not_trusted(fake_training, capsys):
     directory = store.ensure_model("tiny", progress=False)
     assert json.loads((directory / store.MANIFEST_FILE).read_text())["files"]["model.safetensors"]
     (directory / "model.safetensors").write_text('{"flipped": 1}')
     assert not store.is_complete(directory, preset("tiny").fingerprint())
     assert store.ensure_model("tiny", progress=False) == directory and len(fake_training) == 2
+    message = f"corrupt cache at {directory} (SHA-256 not the one its manifest records: model.safetensors"
+    assert message in capsys.readouterr().err
+
+
+def test_a_damaged_shipped_model_says_so_and_is_not_used(fake_training, capsys):
+    built = store.ensure_model("tiny", progress=False)
+    shipped = fake_shipped_copy(built)
+    shutil.rmtree(built)
+    (shipped / "world.json").write_text("tampered")
+    assert store.ensure_model("tiny", progress=False) == built and len(fake_training) == 2
+    message = f"the shipped model at {shipped} is damaged (SHA-256 not the one its manifest records: world.json"
+    assert message in capsys.readouterr().err

@@ -65,6 +65,9 @@ def test_method_specs_are_parsed_and_checked():
         parse_method_specs("rome,memit")
     with pytest.raises(ValueError, match="each method spec once"):
         parse_method_specs("ft,ft")
+    for spec, message in (("ft-l@../../../escape", "layer number or 'auto'"), ("mend:../../x", "a variant")):
+        with pytest.raises(ValueError, match=message):  # a label never becomes a path outside --out
+            parse_method_specs(spec)
 
 
 def test_compare_command_writes_table_chart_and_per_method_results(tmp_path, capsys):

@@ -100,13 +100,16 @@ def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome
              n: int | None = None, hparams=None, progress: bool = True) -> dict:
     """Edit each case with ``method`` through hooks and measure it before and after; the
     aggregate metrics (mean, ci95, n) and, under ``"cases"``, every case's record."""
+    if n is not None and n < 1:
+        raise ValueError(f"n is how many cases to evaluate: at least 1, got {n}")
     cases = list(cases if cases is not None else edit_cases(model))[:n]
     editor = Editor(model, method, hparams, training_facts_of(model), loading.statistics_corpus(None, source_of(model)))
     results, records = run_evaluation(model, cases, lambda case: editor.edit_case(case, layer), progress=progress)
     return {**results, "method": method, "cases": records}
 
 
-def export(model, edits: Sequence[Edit], out_dir: str | Path) -> Path:
+def export(model, edits: Sequence[Edit], out_dir: str | Path, allow_other_base: bool = False) -> Path:
     """Write ``model`` with ``edits`` committed to a new Hugging Face directory (the model in memory
-    and its own directory are not touched)."""
-    return export_edited_model(source_of(model), edits, out_dir)
+    and its own directory are not touched). The edits must have been computed on the weights of the
+    model's directory, unless ``allow_other_base``."""
+    return export_edited_model(source_of(model), edits, out_dir, allow_other_base)

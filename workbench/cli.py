@@ -103,6 +103,17 @@ CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found by the mo
 BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend}
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (how many cases, samples, repetitions)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="workbench", description="Locate and edit factual knowledge "
                                    "in transformer language models.")
@@ -114,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--out", help="a new directory to write the model to (default: the cache)")
     build.add_argument("--facts", help="an edit-case file (CounterFact, zsRE, ...): train the preset's recipe on "
                                        "its records' true facts instead of the preset's synthetic world")
-    build.add_argument("--test-records", type=int, help="with --facts: how many leading records are evaluated "
+    build.add_argument("--test-records", type=count, help="with --facts: how many leading records are evaluated "
                                                         "(the rest train MEND and IKE; default: half)")
     build.add_argument("--device", default="cpu", help="cpu or cuda (a GPU's model is cached apart from a CPU's)")
     build.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -140,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--subject")
     trace.add_argument("--answer", help="default: the model's own top prediction")
     trace.add_argument("--cases", help="(average) a JSON list of edit cases; default: the world's test split")
-    trace.add_argument("--n", type=int, default=100, help="(average) how many known facts to trace")
+    trace.add_argument("--n", type=count, default=100, help="(average) how many known facts to trace")
     trace.add_argument("--json", action="store_true")
     trace.add_argument("--out", help="write the result as JSON")
     trace.add_argument("--plot", help="write heatmaps (PNG and SVG)")
@@ -151,13 +162,13 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--prompt")
     locate.add_argument("--subject")
     locate.add_argument("--cases")
-    locate.add_argument("--n", type=int, default=100)
-    locate.add_argument("--samples", type=int, default=10)
+    locate.add_argument("--n", type=count, default=100)
+    locate.add_argument("--samples", type=count, default=10)
     locate.add_argument("--seed", type=int, default=0)
     locate.add_argument("--model", default=None)
     locate.add_argument("--json", action="store_true")
     locate.add_argument("--sweep", action="store_true", help="also edit at every layer and pick the best")
-    locate.add_argument("--sweep-cases", type=int, default=20, help="(sweep) cases edited at each layer")
+    locate.add_argument("--sweep-cases", type=count, default=20, help="(sweep) cases edited at each layer")
     locate.add_argument("--layers", help="(sweep) comma-separated layers (default: all)")
     locate.add_argument("--method", choices=LAYER_METHODS, default="rome", help="(sweep) editing method")
     locate.add_argument("--hparams", help="(sweep) hyperparameter file (default hparams/<method>-default.json)")
@@ -186,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--method", choices=sorted(METHODS), required=True)
     evaluation.add_argument("--model", default=None)
     evaluation.add_argument("--cases", help="edit cases (any format); default: the world's test split")
-    evaluation.add_argument("--n", type=int, default=200)
+    evaluation.add_argument("--n", type=count, default=200)
     evaluation.add_argument("--layer", default=None, help="'auto', a layer number, or (default) the hparams file's")
     evaluation.add_argument("--hparams")
     evaluation.add_argument("--stats-corpus")
@@ -200,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
                          help="comma-separated METHOD[@LAYER|@auto] specs (default: rome,mend,ike,ft-l)")
     compare.add_argument("--model", default=None)
     compare.add_argument("--cases", help="edit cases (any format); default: the world's test split")
-    compare.add_argument("--n", type=int, default=200)
+    compare.add_argument("--n", type=count, default=200)
     compare.add_argument("--stats-corpus")
     compare.add_argument("--fluency-tokens", type=int, default=40,
                          help="length of the greedy generations that measure fluency (0: skip fluency)")
@@ -223,9 +234,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompt", help="(tracing) the fact to trace; default: the world's first test case")
     bench.add_argument("--subject")
     bench.add_argument("--answer")
-    bench.add_argument("--repeats", type=int, default=3, help="(tracing) timed repetitions")
+    bench.add_argument("--repeats", type=count, default=3, help="(tracing) timed repetitions")
     bench.add_argument("--cases", help="(rome, mend) edit cases (any format); default: the world's test split")
-    bench.add_argument("--n", type=int, default=10, help="(rome, mend) timed edits")
+    bench.add_argument("--n", type=count, default=10, help="(rome, mend) timed edits")
     bench.add_argument("--hparams", help="(rome, mend) the method's hyperparameter file")
     bench.add_argument("--stats-corpus", help="(rome, mend) key-statistics texts, one per line")
     bench.add_argument("--checkpoint", help=CHECKPOINT_HELP)
@@ -240,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole story on one fact: beliefs, trace, locate, ROME, metrics")
     demo.add_argument("--model", default=None)
-    demo.add_argument("--facts", type=int, default=3, help="facts whose beliefs are shown first")
+    demo.add_argument("--facts", type=count, default=3, help="facts whose beliefs are shown first")
     demo.add_argument("--plot", help="also write the trace heatmaps (PNG and SVG)")
     demo.set_defaults(func=cmd_demo)
     return root

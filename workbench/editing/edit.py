@@ -9,6 +9,13 @@ Applying an edit through hooks reads the key at ``site.key_hook`` and adds ``key
 ``site.output_hook`` in the same forward pass; the model's weights are never touched. Committing
 writes the delta into the weights and returns a handle that restores them bit for bit.
 
+A delta computed by an ``Editor`` carries ``base``, the digest of the weight it was computed
+against (``stamped``). ``commit`` checks every delta of every edit (its site exists, its shape fits,
+its base is the weight there now, unless ``allow_other_base``) before it writes anything, and
+restores what it wrote if writing fails. A handle reverts only while its weights are as its commit
+left them: a later commit of the same weights must be reverted first (last in, first out), so no
+revert ever undoes another commit's change.
+
 An in-context edit (IKE) has no deltas but a ``context``: text put before every prompt the edited
 model is asked (``Edit.prompt_for``). Code that runs prompts through an edit uses both
 ``edit.applied(model)`` and ``edit.prompt_for(prompt)``, so every method works the same way.
@@ -16,7 +23,9 @@ model is asked (``Edit.prompt_for``). Code that runs prompts through an edit use
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -55,6 +64,7 @@ class WeightDelta:
     site: EditSite
     left: Float[Tensor, "d_in rank"]
     right: Float[Tensor, "rank d_out"]
+    base: str | None = None  # weight_digest of the weight it was computed against; None: not recorded
 
     @classmethod
     def rank_one(cls, site: EditSite, key_direction: Tensor, value: Tensor) -> WeightDelta:
@@ -128,11 +138,53 @@ def applied_edits(model, edits: Sequence[Edit]) -> Iterator[None]:
         yield
 
 
+def weight_digest(weight: Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of a weight's bytes."""
+    data = weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def stamped(edit: Edit, model) -> Edit:
+    """``edit`` with every delta's ``base`` set to the digest of its site's weight in ``model`` now."""
+    deltas = tuple(dataclasses.replace(delta, base=weight_digest(site_module(model, delta.site).weight))
+                   for delta in edit.deltas)
+    return dataclasses.replace(edit, deltas=deltas)
+
+
+def checked_weights(edits: Sequence[Edit], weight_of: Callable[[EditSite], Tensor],
+                    allow_other_base: bool = False) -> list[Tensor]:
+    """The weight of every delta of ``edits`` (``weight_of(site)``), in order, once each delta is
+    known to fit: its site exists, its shape is the weight's in key space, and its ``base`` (when
+    recorded) is the weight's digest now, unless ``allow_other_base``. Raises ValueError naming the
+    edit and the site otherwise; nothing is written here."""
+    require_weight_edits(edits)
+    weights = []
+    for edit in edits:
+        for delta in edit.deltas:
+            what = f"the {edit.method} edit of {edit.request.prompt!r} at {delta.site.module}"
+            try:
+                weight = weight_of(delta.site)
+            except AttributeError:
+                raise ValueError(f"{what}: this model has no such module (was it computed on another "
+                                 "model?)") from None
+            shape = tuple(weight.shape) if delta.site.orientation == "in out" else tuple(weight.shape)[::-1]
+            if (delta.left.shape[0], delta.right.shape[1]) != shape:
+                raise ValueError(f"{what}: a change of shape {(delta.left.shape[0], delta.right.shape[1])} does not "
+                                 f"fit the weight there ({shape} in key space)")
+            if delta.base and not allow_other_base and weight_digest(weight) != delta.base:
+                raise ValueError(f"{what} was computed for other weights there (digest {delta.base}, this model "
+                                 f"has {weight_digest(weight)}); allow_other_base=True writes it anyway")
+            weights.append(weight)
+    return weights
+
+
 class CommittedEdits:
-    """Handle returned by ``commit``: ``revert()`` restores the original weights bit for bit."""
+    """Handle returned by ``commit``: ``revert()`` restores the weights it changed bit for bit,
+    provided they are still as the commit left them (see the module docstring)."""
 
     def __init__(self, originals: list[tuple[torch.nn.Parameter, Tensor]]):
         self._originals = originals
+        self._after = {id(parameter): (parameter, parameter.detach().clone()) for parameter, _ in originals}
 
     @property
     def reverted(self) -> bool:
@@ -140,21 +192,35 @@ class CommittedEdits:
 
     @torch.no_grad()
     def revert(self) -> None:
-        for parameter, original in reversed(self._originals):
-            parameter.copy_(original)
-        self._originals = []
+        changed = [parameter for parameter, after in self._after.values() if not torch.equal(parameter, after)]
+        if changed:
+            raise ValueError(f"{len(changed)} of the weights this commit wrote have changed since (a later commit, "
+                             "or a write of its own): revert the later commits first; nothing was restored")
+        _restore(self._originals)
+        self._originals, self._after = [], {}
 
 
 @torch.no_grad()
-def commit(model, edits: Sequence[Edit]) -> CommittedEdits:
-    """Write the edits' deltas into the model's weights (explicit, reversible)."""
-    require_weight_edits(edits)
+def _restore(originals: list[tuple[torch.nn.Parameter, Tensor]]) -> None:
+    for parameter, original in reversed(originals):
+        parameter.copy_(original)
+
+
+@torch.no_grad()
+def commit(model, edits: Sequence[Edit], allow_other_base: bool = False) -> CommittedEdits:
+    """Write the edits' deltas into the model's weights (explicit, reversible), all or nothing:
+    every delta is checked first (``checked_weights``), and a failure while writing restores what
+    was written."""
+    weights = checked_weights(edits, lambda site: site_module(model, site).weight, allow_other_base)
+    deltas = [delta for edit in edits for delta in edit.deltas]
     originals: list[tuple[torch.nn.Parameter, Tensor]] = []
-    for edit in edits:
-        for delta in edit.deltas:
-            weight = site_module(model, delta.site).weight
+    try:
+        for weight, delta in zip(weights, deltas):
             originals.append((weight, weight.detach().clone()))
             add_to_weight(weight, delta)
+    except BaseException:
+        _restore(originals)
+        raise
     return CommittedEdits(originals)
 
 

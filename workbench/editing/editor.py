@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from workbench.editing.edit import Edit, EditRequest
+from workbench.editing.edit import Edit, EditRequest, stamped
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams, IkeHparams, MendHparams, RomeHparams
 from workbench.editing.ike import DemonstrationRetriever, compute_ike_edit
@@ -135,6 +135,10 @@ class Editor:
         return self._compute(self.model, case.request, hparams, self.resource())
 
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
+        """The edit of ``request``, its deltas stamped with the weights they were computed against."""
+        return stamped(self._computed(request, layer), self.model)
+
+    def _computed(self, request: EditRequest, layer: str | int | None) -> Edit:
         if self.method not in LAYER_METHODS:
             if layer is not None:
                 raise ValueError(f"{self.method} edits no single layer; give no layer for it")

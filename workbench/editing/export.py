@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workbench.editing.edit import Edit, add_to_weight, require_weight_edits
+from workbench.editing.edit import Edit, add_to_weight, checked_weights, require_weight_edits
 from workbench.io import staged_directory
 from workbench.model.sources import COMPANION_FILES
 
@@ -37,8 +37,10 @@ def check_export_target(out_dir: str | Path) -> None:
         raise FileExistsError(f"{out_dir} already exists; export writes a new directory only")
 
 
-def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: str | Path) -> Path:
-    """Write the model of ``base_dir`` with ``edits`` committed to the new directory ``out_dir``."""
+def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: str | Path,
+                        allow_other_base: bool = False) -> Path:
+    """Write the model of ``base_dir`` with ``edits`` committed to the new directory ``out_dir``,
+    once every edit is known to fit its weights (``edit.checked_weights``)."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not (base_dir / "config.json").is_file():
         raise ValueError(f"export needs the base model's local directory; {base_dir} has no config.json")
@@ -47,9 +49,9 @@ def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: st
         raise ValueError("there are no edits to export")
     require_weight_edits(edits)
     model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
-    for edit in edits:
-        for delta in edit.deltas:
-            add_to_weight(model.get_submodule(delta.site.module).weight, delta)
+    weights = checked_weights(edits, lambda site: model.get_submodule(site.module).weight, allow_other_base)
+    for weight, delta in zip(weights, [delta for edit in edits for delta in edit.deltas]):
+        add_to_weight(weight, delta)
     with staged_directory(out_dir) as staging:
         model.save_pretrained(staging)
         AutoTokenizer.from_pretrained(base_dir, local_files_only=True).save_pretrained(staging)

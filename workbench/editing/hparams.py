@@ -3,36 +3,87 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
 
 def read_hparams(cls, path: str | Path, method: str) -> dict:
-    """The JSON object at ``path``, checked against the fields of ``cls``: unknown fields and a
-    missing ``layer`` (for a method that has one) are clear errors naming them. JSON lists become
-    tuples for the fields declared as tuples."""
-    data = json.loads(Path(path).read_text())
+    """The JSON object at ``path``, checked against the fields of ``cls``: an unreadable file, a
+    value that is not an object, unknown fields and a missing ``layer`` (for a method that has one)
+    are ValueErrors naming them. JSON lists become tuples for the fields declared as tuples."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"cannot read it: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ValueError(f"not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object of {method} hyperparameters, got {json.dumps(data)}")
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{path}: unknown {method} hyperparameters {sorted(unknown)}")
+        raise ValueError(f"unknown {method} hyperparameters {sorted(unknown)}")
     if "layer" in names and "layer" not in data:
-        raise ValueError(f"{path}: {method} hyperparameters need a 'layer'")
+        raise ValueError(f"{method} hyperparameters need a 'layer'")
     for field in fields(cls):
         if str(field.type).startswith("tuple") and isinstance(data.get(field.name), list):
             data[field.name] = tuple(data[field.name])
     return data
 
 
+def type_problem(annotation: str, value) -> str | None:
+    """Why ``value`` is not of the type ``annotation`` names, or None. The forms the classes here
+    use: ``int``, ``float`` (finite; an int is accepted), ``bool``, ``str``, ``X | None`` and
+    ``tuple[X, ...]`` or ``tuple[X, X, X]``."""
+    if annotation.endswith(" | None"):
+        return None if value is None else type_problem(annotation.removesuffix(" | None"), value)
+    if annotation.startswith("tuple["):
+        items = annotation[len("tuple["):-1].split(", ")
+        sized = items[-1] != "..."
+        if not isinstance(value, tuple) or (sized and len(value) != len(items)):
+            return f"expected a list ({annotation}), got {value!r}"
+        problems = [type_problem(items[0], item) for item in value]
+        return next((problem for problem in problems if problem), None)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {"bool": isinstance(value, bool), "str": isinstance(value, str),
+          "int": number and isinstance(value, int),
+          "float": number and math.isfinite(value)}[annotation]
+    return None if ok else f"expected {'a finite float' if annotation == 'float' else annotation}, got {value!r}"
+
+
+BOUND_CHECKS = {">": lambda value, bound: value > bound, ">=": lambda value, bound: value >= bound}
+
+
 class HparamsFile:
-    """``from_json`` for a method's hyperparameter dataclass (``method_name`` names it in errors)."""
+    """``from_json`` and validation for a method's hyperparameter dataclass: every field is checked
+    against its type (``type_problem``) and against ``bounds`` (``{field: (">" or ">=", bound)}``,
+    for numbers and for each number of a tuple) when the object is made, so neither a file nor
+    ``dataclasses.replace`` can make one with a wrong value. ``method_name`` names it in errors."""
 
     method_name: ClassVar[str]
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {}
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            problem = type_problem(str(field.type), value)
+            if problem is None and field.name in self.bounds and value is not None:
+                operator, bound = self.bounds[field.name]
+                values = value if isinstance(value, tuple) else (value,)
+                if not all(BOUND_CHECKS[operator](item, bound) for item in values):
+                    problem = f"must be {operator} {bound}, got {value!r}"
+            if problem:
+                raise ValueError(f"{self.method_name} hyperparameter {field.name!r}: {problem}")
 
     @classmethod
     def from_json(cls, path: str | Path):
-        return cls(**read_hparams(cls, path, cls.method_name))
+        """Read and check ``path``; every problem is a ValueError naming the file (and the field)."""
+        try:
+            return cls(**read_hparams(cls, path, cls.method_name))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -51,6 +102,10 @@ class RomeHparams(HparamsFile):
     """
 
     method_name: ClassVar[str] = "ROME"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {
+        "layer": (">=", 0), "v_steps": (">=", 1), "v_lr": (">", 0), "v_weight_decay": (">=", 0),
+        "v_early_stop_loss": (">=", 0), "clamp_norm_factor": (">", 0), "kl_factor": (">=", 0),
+        "n_prefixes": (">=", 0), "prefix_words": (">=", 1), "key_stats_tokens": (">=", 1)}
 
     layer: int
     v_steps: int = 20
@@ -76,6 +131,9 @@ class FinetuneHparams(HparamsFile):
     """
 
     method_name: ClassVar[str] = "fine-tuning"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {
+        "layer": (">=", 0), "steps": (">=", 1), "lr": (">", 0), "norm_constraint": (">", 0),
+        "early_stop_nll": (">=", 0)}
 
     layer: int
     steps: int = 25
@@ -94,6 +152,8 @@ class IkeHparams(HparamsFile):
     retrieval)."""
 
     method_name: ClassVar[str] = "IKE"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {"k": (">=", 0), "proportions": (">=", 0),
+                                                      "reserve_tokens": (">=", 1)}
 
     k: int = 8
     proportions: tuple[int, int, int] = (1, 3, 4)
@@ -103,11 +163,11 @@ class IkeHparams(HparamsFile):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.retrieval not in ("knn", "random"):
             raise ValueError(f"IKE's retrieval is 'knn' or 'random', not {self.retrieval!r}")
-        if self.k < 0 or self.reserve_tokens < 1 or len(self.proportions) != 3 or min(self.proportions) < 0 \
-                or sum(self.proportions) == 0:
-            raise ValueError(f"IKE needs k >= 0, reserve_tokens >= 1 and three proportions, not all 0: {self}")
+        if sum(self.proportions) == 0:
+            raise ValueError(f"IKE's proportions must not all be 0: {self.proportions}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +193,10 @@ class MendHparams(HparamsFile):
     """
 
     method_name: ClassVar[str] = "MEND"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {
+        "rank": (">=", 1), "step_size_init": (">", 0), "train_steps": (">=", 0), "batch_size": (">=", 1),
+        "lr": (">", 0), "step_size_lr": (">=", 0), "grad_clip": (">=", 0), "edit_weight": (">=", 0),
+        "locality_weight": (">=", 0), "validation_edits": (">=", 1), "validation_every": (">=", 1)}
 
     layers: tuple[int, ...] = (-3, -2, -1)
     matrices: tuple[str, ...] = ("out",)
@@ -152,13 +216,10 @@ class MendHparams(HparamsFile):
     seed: int = 0
 
     def __post_init__(self):
-        if not self.layers or self.rank < 1 or self.train_steps < 0 or self.batch_size < 1 or self.step_size_init <= 0:
-            raise ValueError(f"MEND needs layers, rank >= 1, train_steps >= 0, batch_size >= 1 and a positive "
-                             f"step_size_init: {self}")
+        super().__post_init__()
+        if not self.layers:
+            raise ValueError("MEND hyperparameter 'layers': name at least one layer")
         if not self.matrices or set(self.matrices) - {"in", "out"} or len(set(self.matrices)) < len(self.matrices):
             raise ValueError(f"MEND's matrices are 'in' and/or 'out', each once, not {self.matrices!r}")
         if self.editor not in ("bottleneck", "reference"):
             raise ValueError(f"MEND's editor is 'bottleneck' or 'reference', not {self.editor!r}")
-        if self.grad_clip < 0 or self.validation_edits < 1 or self.validation_every < 1:
-            raise ValueError(f"MEND needs grad_clip >= 0, validation_edits >= 1 and validation_every >= 1: {self}")
-

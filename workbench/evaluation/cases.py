@@ -134,8 +134,10 @@ def _rome(r: _Record) -> EditCase:
         raise r.error("requested_rewrite", "not an object")
     subject = r.text("subject", rewrite)
     template = r.text("prompt", rewrite)
-    if "{}" not in template:
-        raise r.error("requested_rewrite.prompt", "has no {} for the subject")
+    rest = template.replace("{}", "", 1)
+    if "{}" not in template or "{" in rest or "}" in rest:
+        raise r.error("requested_rewrite.prompt", f"must hold one {{}} for the subject and no other brace: "
+                      f"{template!r}")
     target, truth = (r.text("str", rewrite.get(k) if isinstance(rewrite.get(k), dict) else {})
                      for k in ("target_new", "target_true"))
     strings = {}
@@ -144,7 +146,7 @@ def _rome(r: _Record) -> EditCase:
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise r.error(field, "not a list of strings")
         strings[field] = values
-    return EditCase(r.data.get("case_id", r.index), r.request(template.format(subject), subject, target, truth),
+    return EditCase(r.data.get("case_id", r.index), r.request(template.replace("{}", subject), subject, target, truth),
                     tuple(Probe(p, target) for p in strings["paraphrase_prompts"]),
                     tuple(Probe(p, truth) for p in strings["neighborhood_prompts"]), source="rome")
 
@@ -213,7 +215,10 @@ def read_cases(path: str | Path) -> list[EditCase]:
 def load_edit_cases(cases_file: str | Path | None, world: World | None) -> list[EditCase]:
     """The cases of ``cases_file`` (any format above), else the test split of the model's world."""
     if cases_file is not None:
-        return read_cases(cases_file)
+        cases = read_cases(cases_file)
+        if not cases:
+            raise ValueError(f"{cases_file} has no edit case to use (it holds none, or every record was left out)")
+        return cases
     if world is None:
         raise ValueError("this model has no fact world: pass --cases FILE")
     return parse_cases(export_edit_cases(world, "test"), "the world's test split")

@@ -56,6 +56,11 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
                              "optionally with @LAYER or @auto")
         if layer and method not in LAYER_METHODS:
             raise ValueError(f"{method} edits no single layer: write {method!r}, not {label!r}")
+        if layer and not (layer.isdigit() or layer == "auto"):
+            raise ValueError(f"{label!r}: the layer after @ must be a layer number or 'auto'")
+        if variant and not re.fullmatch(r"[A-Za-z0-9_-]+", variant):
+            raise ValueError(f"{label!r}: a variant after : is a name of letters, digits, - and _ "
+                             "(hparams/METHOD-VARIANT.json)")
         spec = MethodSpec(label, method, layer or None, variant or None)
         if variant and not spec.hparams_file.is_file():
             raise ValueError(f"{label!r}: no hyperparameter file {spec.hparams_file}")
@@ -76,6 +81,8 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
     editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
     editors by method name or ``method:variant`` (for other hyperparameters); the other methods get default ones.
     ``fluency_tokens``: length of the generations that measure fluency (0: no fluency)."""
+    if not cases:
+        raise ValueError("there are no edit cases to compare the methods on")
     befores = [measure(model, case, fluency_tokens) for case in reported(cases, "measuring before editing", progress)]
     editors = dict(editors or {})
     compared = {}

@@ -52,6 +52,8 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     them between methods); else each case is measured before its edit. ``results["scores"]`` are
     the benchmark's standard scores after the edits, ``results["scores_before"]`` the same of the
     unedited model."""
+    if not cases:
+        raise ValueError("there are no edit cases to evaluate")
     records, measured = [], []
     for index, case in enumerate(reported(cases, description, progress)):
         before = befores[index] if befores is not None else measure(model, case, fluency_tokens)

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.model.presets import PRESETS
 from workbench.model.sources import CORPUS_FILE, FACTS_FILE, WORLD_FILE, TrainRecords
-from workbench.model.store import ensure_model
+from workbench.model.store import MANIFEST_FILE, ensure_model, model_dir_problem
 from workbench.world import World
 
 
@@ -35,6 +35,8 @@ def resolve_model(reference: str | Path | None = None, progress: bool = True) ->
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
+        if (path / MANIFEST_FILE).is_file() and (problem := model_dir_problem(path, None, ())):
+            raise ModelLoadError(f"the workbench model in {path} is damaged: {problem}")
         return path
     if str(reference).startswith(("/", ".", "~")) or str(reference).count("/") > 1:
         raise ModelLoadError(f"model directory {reference} does not exist")
@@ -47,8 +49,11 @@ def load_model(reference: str | Path | None = None, device: str | torch.device =
     transformers.utils.logging.disable_progress_bar()
     resolved = resolve_model(reference, progress=progress)
     if isinstance(resolved, Path):
-        hf_model = AutoModelForCausalLM.from_pretrained(resolved, local_files_only=True, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(resolved, local_files_only=True)
+        try:
+            hf_model = AutoModelForCausalLM.from_pretrained(resolved, local_files_only=True, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(resolved, local_files_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file: one clear error naming the directory
+            raise ModelLoadError(f"could not load the model in {resolved}: {type(error).__name__}: {error}") from error
         bridge = TransformerBridge.boot_transformers(str(resolved), hf_model=hf_model, tokenizer=tokenizer,
                                                      device=device, dtype=dtype)
     else:
@@ -65,7 +70,12 @@ def load_model(reference: str | Path | None = None, device: str | torch.device =
 def load_world(model_dir: str | Path) -> World | None:
     """The fact world a workbench-trained model was trained on, or None for other models."""
     path = Path(model_dir) / WORLD_FILE
-    return World.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return World.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"{path} is not a readable fact world: {type(error).__name__}: {error}") from error
 
 
 def load_model_and_world(reference: str | Path | None = None):

@@ -68,18 +68,28 @@ def file_digests(directory: Path) -> dict[str, str]:
             if path.is_file() and path.name != MANIFEST_FILE}
 
 
-def is_complete(model_dir: Path, fingerprint: str, companion_files: tuple[str, ...] = WorldSource.files) -> bool:
-    """Whether ``model_dir`` holds a finished build with this fingerprint, every file, and every
-    file the manifest has a SHA-256 for unchanged."""
+def model_dir_problem(model_dir: Path, fingerprint: str | None,
+                      companion_files: tuple[str, ...] = WorldSource.files) -> str | None:
+    """What keeps ``model_dir`` from being a finished build with this fingerprint (None: checked
+    only against its own manifest), or None when nothing does: its manifest, every expected file,
+    and every file the manifest has a SHA-256 for unchanged."""
     try:
         manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    if manifest.get("fingerprint") != fingerprint or not all(
-            (model_dir / name).is_file() for name in (*BASE_FILES, *companion_files)):
-        return False
-    return all((model_dir / name).is_file() and file_digest(model_dir / name) == digest
-               for name, digest in manifest.get("files", {}).items())
+        return f"its manifest {MANIFEST_FILE} is missing or unreadable"
+    if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
+        return f"its manifest names another build ({manifest.get('fingerprint')}, not {fingerprint})"
+    missing = [name for name in (*BASE_FILES, *companion_files) if not (model_dir / name).is_file()]
+    if missing:
+        return f"missing: {', '.join(missing)}"
+    changed = [name for name, digest in manifest.get("files", {}).items()
+               if not (model_dir / name).is_file() or file_digest(model_dir / name) != digest]
+    return f"SHA-256 not the one its manifest records: {', '.join(changed)}" if changed else None
+
+
+def is_complete(model_dir: Path, fingerprint: str, companion_files: tuple[str, ...] = WorldSource.files) -> bool:
+    """Whether ``model_dir`` holds a finished build with this fingerprint (``model_dir_problem``)."""
+    return model_dir_problem(model_dir, fingerprint, companion_files) is None
 
 
 def build_into(recipe: Recipe, out_dir: Path, progress: bool = True, source: RecordSource | None = None,
@@ -110,6 +120,8 @@ def _ensure(target: Path, fingerprint: str, companion_files: tuple[str, ...], bu
         if is_complete(target, fingerprint, companion_files):  # built by another process while we waited
             return target
         if target.exists():  # stale or mismatched: never trusted, moved out of the way
+            print(f"corrupt cache at {target} ({model_dir_problem(target, fingerprint, companion_files)}): "
+                  "rebuilding", file=sys.stderr)
             shutil.rmtree(target)
         build(target)
     return target
@@ -125,9 +137,15 @@ def ensure_model(name: str = "default", progress: bool = True, device: str = "cp
     ``device`` in ``precision`` (``machine_recipe``; a changed recipe is cached apart and said so)."""
     recipe = preset(name)
     if device == "cpu" and precision == "auto":
-        for directory in (cached_model_dir(recipe), shipped_model_dir(recipe)):
-            if is_complete(directory, recipe.fingerprint()):
-                return directory
+        if is_complete(cached_model_dir(recipe), recipe.fingerprint()):
+            return cached_model_dir(recipe)
+        shipped = shipped_model_dir(recipe)
+        problem = model_dir_problem(shipped, recipe.fingerprint())
+        if problem is None:
+            return shipped
+        if shipped.exists():
+            print(f"the shipped model at {shipped} is damaged ({problem}): reinstall the package; until then "
+                  "the model is trained into the cache", file=sys.stderr)
     trained, decision = machine_recipe(recipe, device, precision)
     _announce(decision, progress)
     return _ensure(cached_model_dir(trained), trained.fingerprint(), WorldSource.files,
