@@ -162,10 +162,11 @@ def test_the_comparison_csv_has_a_row_per_method_with_the_measured_numbers(share
 
 def test_the_dashboard_command_serves_the_app_with_the_chosen_model(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(launch.subprocess, "call", lambda command, env: calls.append((command, env)) or 0)
+    monkeypatch.setattr(launch.os, "execve", lambda path, command, env: calls.append((path, command, env)))
     assert main(["dashboard", "--model", "tiny", "--port", "8600", "--headless"]) == 0
-    [(command, env)] = calls
-    assert command[command.index("run") + 1] == str(launch.APP) and launch.APP.is_file()
+    [(path, command, env)] = calls  # the command becomes the server: stopping it stops the server
+    assert path == command[0] and command[command.index("run") + 1] == str(launch.APP) and launch.APP.is_file()
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "8600"
     assert command[command.index("--server.headless") + 1] == "true"
     assert env[launch.MODEL_ENV] == "tiny"

@@ -62,3 +62,19 @@ def test_unknown_method_and_auto_layer(tiny_bridge, tiny_world, case):
         Editor(tiny_bridge, "memit")
     edit = _editor(tiny_bridge, tiny_world, "ft")(case.request, layer="auto")
     assert edit.layers == (0,)  # the locator's choice on the tiny model (README: layer 0)
+
+
+@pytest.mark.parametrize("method", ["rome", "ft", "ft-l", "ike", "mend"])
+def test_a_prompt_or_target_longer_than_the_context_is_refused_before_any_work(tiny_bridge, tiny_world, method):
+    from workbench.tracing.trace import trace_fact
+
+    snapshot, padding = weights_snapshot(tiny_bridge), " and then" * 80
+    too_long = [EditRequest("Karo Velin was born in" + padding, "Karo Velin", "Dusmor"),
+                EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor" + padding)]
+    editor = Editor(tiny_bridge, method, facts=tiny_world, checkpoint="no-editor-is-needed-to-refuse")
+    for request in too_long:
+        with pytest.raises(ValueError, match="more than the model's context of 128"):
+            editor(request, 0 if method in LAYER_METHODS else None)
+    with pytest.raises(ValueError, match="more than the model's context of 128"):
+        trace_fact(tiny_bridge, too_long[0].prompt, "Karo Velin")
+    assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0

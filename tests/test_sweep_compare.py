@@ -109,3 +109,15 @@ def test_write_comparison_checks_every_file_before_writing_any(tmp_path):
         write_comparison(tmp_path, {"ft": (results, [])})
     assert not (tmp_path / "comparison.md").exists()
     assert (tmp_path / "ft" / "cases.jsonl").read_text() == "mine\n"
+
+
+def test_a_sweep_refuses_a_case_too_long_for_the_context_before_any_layer(tiny_bridge, tiny_world, cases):
+    import dataclasses
+
+    from workbench.evaluation.cases import Probe
+
+    long_probe = Probe("Karo Velin was born in" + " and then" * 80, "Dusmor")
+    too_long = dataclasses.replace(cases[0], paraphrases=(*cases[0].paraphrases, long_probe))
+    editor = Editor(tiny_bridge, "ft-l", facts=tiny_world)
+    with pytest.raises(ValueError, match="more than the model's context of 128"):
+        layer_sweep(tiny_bridge, [too_long], editor, range(tiny_bridge.cfg.n_layers), progress=False)

@@ -52,7 +52,8 @@ def cmd_model_build(args) -> int:
 def cmd_dashboard(args) -> int:
     from workbench.dashboard.launch import run_dashboard
 
-    return run_dashboard(args.model, args.port, args.headless)
+    run_dashboard(args.model, args.port, args.headless, args.address)
+    return 0
 
 
 def cmd_model_info(args) -> int:
@@ -247,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--model", default="default", help="the model it starts with (default: %(default)s)")
     dashboard.add_argument("--port", type=int, default=8501)
     dashboard.add_argument("--headless", action="store_true", help="do not open a browser")
+    dashboard.add_argument("--address", default="127.0.0.1",
+                           help="the address to serve on (default: this machine only); another, such as 0.0.0.0, "
+                                "lets anyone who reaches it load models, edit them and export, unauthenticated")
     dashboard.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", help="the whole story on one fact: beliefs, trace, locate, ROME, metrics")

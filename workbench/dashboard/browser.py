@@ -43,7 +43,7 @@ def served_dashboard(model: str, log_file: Path, start_timeout: float = 120.0) -
         server = subprocess.Popen(streamlit_command(port), env=dashboard_environment(model), stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
-            url = f"http://localhost:{port}"
+            url = f"http://127.0.0.1:{port}"
             _wait_until_healthy(url, server, start_timeout, log_file)
             yield url
         finally:

@@ -1,12 +1,14 @@
 """Start the dashboard: ``streamlit run apps/app.py`` with the model chosen on the command line.
 
-The app lives beside the package in a checkout (``pip install -e .``), not inside it.
+The app lives beside the package in a checkout (``pip install -e .``), not inside it. It serves
+127.0.0.1 only, and sends no usage statistics, however it is started: ``apps/.streamlit/config.toml``
+says so for a plain ``streamlit run apps/app.py`` too. Another ``address`` must be asked for.
+``run_dashboard`` replaces this process with the server, so stopping it stops the server.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,10 +23,13 @@ def app_path() -> Path:
     return APP
 
 
-def streamlit_command(port: int, headless: bool = True) -> list[str]:
-    """The command line that serves the app on ``localhost:port``."""
+LOCAL_ADDRESS = "127.0.0.1"
+
+
+def streamlit_command(port: int, headless: bool = True, address: str = LOCAL_ADDRESS) -> list[str]:
+    """The command line that serves the app on ``address:port``."""
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.port", str(port),
-            "--server.address", "localhost", "--server.headless", str(headless).lower(),
+            "--server.address", address, "--server.headless", str(headless).lower(),
             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
 
 
@@ -33,6 +38,12 @@ def dashboard_environment(model: str) -> dict[str, str]:
     return {**os.environ, MODEL_ENV: model}
 
 
-def run_dashboard(model: str = "default", port: int = 8501, headless: bool = False) -> int:
-    """Serve the dashboard until interrupted; its exit status."""
-    return subprocess.call(streamlit_command(port, headless), env=dashboard_environment(model))
+def run_dashboard(model: str = "default", port: int = 8501, headless: bool = False,
+                  address: str = LOCAL_ADDRESS) -> None:
+    """Replace this process with the dashboard's server (so that stopping it, by Ctrl-C or a
+    signal, stops the server; no child is left listening)."""
+    command = streamlit_command(port, headless, address)
+    if address != LOCAL_ADDRESS:
+        print(f"serving the dashboard on {address}:{port}: anyone who reaches it can load models, edit them and "
+              "export edited copies, with no authentication", file=sys.stderr)
+    os.execve(command[0], command, dashboard_environment(model))

@@ -26,7 +26,7 @@ from workbench.editing.mend import compute_mend_edit, load_mend
 from workbench.editing.rome import compute_rome_edit
 from workbench.evaluation.cases import EditCase
 from workbench.model.architecture import mlp_output_site
-from workbench.model.tokens import encode_prompt, encode_target
+from workbench.model.tokens import encode_prompt, encode_target, require_fits_context
 from workbench.tracing.locator import locate_from_trace
 from workbench.tracing.trace import TraceConfig, trace_fact
 from workbench.world import CorpusConfig, World, corpus_rounds
@@ -135,7 +135,10 @@ class Editor:
         return self._compute(self.model, case.request, hparams, self.resource())
 
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
-        """The edit of ``request``, its deltas stamped with the weights they were computed against."""
+        """The edit of ``request``, its deltas stamped with the weights they were computed against;
+        a prompt that does not fit the model's context with its answers is refused first."""
+        require_fits_context(self.model, self.model.tokenizer, [request.prompt],
+                             [request.target_new, request.ground_truth or ""])
         return stamped(self._computed(request, layer), self.model)
 
     def _computed(self, request: EditRequest, layer: str | int | None) -> Edit:

@@ -60,7 +60,14 @@ from workbench.editing.key_stats import key_second_moment
 from workbench.model.architecture import EditSite, mlp_output_site, plain_view
 from workbench.model.frozen import frozen_weights
 from workbench.model.hooks import active_hook_count
-from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right, subject_token_span
+from workbench.model.tokens import (
+    encode_prompt,
+    encode_target,
+    pad_id_of,
+    pad_right,
+    require_fits_context,
+    subject_token_span,
+)
 
 
 def context_prefixes(texts: Sequence[str], n: int, words: int, seed: int) -> list[str]:
@@ -241,6 +248,8 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     started = time.perf_counter()
     site = mlp_output_site(model, hparams.layer)
     prefixes = context_prefixes(texts, hparams.n_prefixes, hparams.prefix_words, hparams.seed)
+    require_fits_context(model, model.tokenizer, [prefix + request.prompt for prefix in ["", *prefixes]],
+                         [request.target_new])
     if moment is None:
         moment = key_second_moment(model, hparams.layer, texts, hparams.key_stats_tokens, progress=progress)
     statistics_seconds = time.perf_counter() - started

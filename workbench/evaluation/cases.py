@@ -44,13 +44,18 @@ class EditCase:
     portability: tuple[Probe, ...] = ()
     source: str = ""
 
+    def prompts_and_answers(self) -> list[tuple[str, list[str]]]:
+        """Every prompt the evaluation asks of this case with the answers it scores after it: the
+        edit prompt with the new target and the true answer, each probe with its own."""
+        groups = (self.paraphrases, self.neighbours, self.same_subject, self.reverse, self.portability)
+        return [(self.request.prompt, [self.request.target_new, self.request.ground_truth or ""]),
+                *((probe.prompt, [probe.answer]) for group in groups for probe in group)]
+
     def asked(self) -> tuple[list[str], list[str]]:
         """``(prompts, answers)``: every prompt the evaluation asks of this case and every answer it
-        scores after one (the new target, the true answer and each probe's own)."""
-        groups = (self.paraphrases, self.neighbours, self.same_subject, self.reverse, self.portability)
-        probes = [probe for group in groups for probe in group]
-        return ([self.request.prompt, *(p.prompt for p in probes)],
-                [self.request.target_new, self.request.ground_truth or "", *(p.answer for p in probes)])
+        scores after one (``prompts_and_answers``, flattened)."""
+        pairs = self.prompts_and_answers()
+        return [prompt for prompt, _ in pairs], [answer for _, answers in pairs for answer in answers]
 
     def in_context(self, context: str) -> EditCase:
         """This case with ``context`` before every prompt (an in-context edit's view of it)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from workbench.editing.editor import Editor
 from workbench.evaluation.cases import EditCase
 from workbench.evaluation.runner import evaluate, format_metric
+from workbench.model.tokens import require_fits_context
 from workbench.plotting import plt, save_figure
 
 SWEEP_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
@@ -32,7 +33,11 @@ def layer_sweep(model, cases: Sequence[EditCase], editor: Editor, layers: Sequen
                 progress: bool = True) -> list[dict]:
     """One row per layer: every case edited at that layer by ``editor`` and evaluated through hooks.
     A layer the method refuses (a ``ValueError``, such as ROME's at a layer whose output cannot reach
-    the prediction) gets a row with its ``refused`` reason and no metrics."""
+    the prediction) gets a row with its ``refused`` reason and no metrics; a case with a prompt too
+    long for the model's context is refused before any layer (it is not the layer's doing)."""
+    for case in cases:
+        for prompt, answers in case.prompts_and_answers():
+            require_fits_context(model, model.tokenizer, [prompt], answers)
     rows = []
     for layer in layers:
         try:

@@ -56,6 +56,22 @@ def subject_token_span(tokenizer, prompt: str, subject: str, prepend_bos: bool =
     return covering[0] + offset, covering[-1] + 1 + offset
 
 
+def require_fits_context(model, tokenizer, prompts: Sequence[str], answers: Sequence[str] = (),
+                         prepend_bos: bool = True) -> None:
+    """Refuse, before any work, a prompt that with the longest of ``answers`` after it is longer
+    than the model's context (a clear ValueError instead of an index error deep in a forward pass)."""
+    n_ctx = context_length(model)
+    if n_ctx is None:
+        return
+    answer_tokens = max((len(encode_target(tokenizer, answer)) for answer in answers if answer), default=0)
+    for prompt in prompts:
+        n_tokens = len(encode_prompt(tokenizer, prompt, prepend_bos)) + answer_tokens
+        if n_tokens > n_ctx:
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            raise ValueError(f"the prompt {shown!r} with its answer is {n_tokens} tokens, more than the model's "
+                             f"context of {n_ctx}")
+
+
 def context_length(model) -> int | None:
     """The longest sequence ``model`` (a TransformerBridge or a Hugging Face model) can read, if known."""
     if hasattr(model, "cfg"):

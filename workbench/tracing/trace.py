@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.model.tokens import encode_prompt, encode_target, subject_token_span
+from workbench.model.tokens import encode_prompt, encode_target, require_fits_context, subject_token_span
 
 KIND_HOOKS = {
     "resid": "blocks.{layer}.hook_resid_post",
@@ -210,6 +210,7 @@ def trace_fact(model, prompt: str, subject: str, answer: str | None = None, conf
     ``generator`` seeds the noise (a fresh ``torch.Generator().manual_seed(0)`` if None).
     """
     config = config or TraceConfig()
+    require_fits_context(model, model.tokenizer, [prompt], [answer or ""])
     hook_names = [KIND_HOOKS[k].format(layer=layer) for k in config.kinds for layer in range(model.cfg.n_layers)]
     run = _clean_run(model, prompt, subject, answer, hook_names, config,
                      generator or torch.Generator().manual_seed(0))
