@@ -25,6 +25,23 @@ def test_world_export_writes_cases_and_never_overwrites(tmp_path, capsys):
     assert out.read_bytes() == before
     assert main(["world", "export", "--preset", "tiny", "--out", str(out), "--force"]) == 0
     assert len(json.loads(out.read_text())) > len(cases)
+    capsys.readouterr()
+    assert main(["world", "export", "--preset", "tiny", "--out", str(tmp_path), "--force"]) == 2
+    assert "is a directory; give the path of a file" in capsys.readouterr().err
+    dangling = tmp_path / "link.json"
+    dangling.symlink_to(tmp_path / "nowhere" / "target.json")
+    assert main(["world", "export", "--preset", "tiny", "--out", str(dangling)]) == 2
+    assert "already exists" in capsys.readouterr().err and dangling.is_symlink()
+
+
+def test_an_export_to_a_dangling_symlink_is_refused_before_the_edit(tmp_path, capsys):
+    dangling = tmp_path / "edited"
+    dangling.symlink_to(tmp_path / "nowhere")
+    args = ["edit", "--model", "tiny", "--method", "ft-l", "--prompt", "Karo Velin was born in", "--subject",
+            "Karo Velin", "--target-new", "Dusmor", "--layer", "0", "--export", str(dangling)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "already exists" in error and "Traceback" not in error and dangling.is_symlink()
 
 
 def test_demo_tells_the_whole_story_on_one_fact(tmp_path, capsys):

@@ -136,12 +136,16 @@ def test_history_turns_edits_off_and_exports_only_the_active_ones(shared, rome_e
     history.add(rome_edit)
     history.set_active(1, False)
     assert history.active_edits() == [rome_edit]
-    written = history.export(shared, tmp_path / "edited")
-    assert (written / "edits.json").is_file()
+    written = history.export(shared, "edited", tmp_path)
+    assert written == tmp_path / "edited" and (written / "edits.json").is_file()
     with pytest.raises(FileExistsError):
-        history.export(shared, written)
+        history.export(shared, "edited", tmp_path)
     with pytest.raises(ValueError, match="name the new model directory"):
-        history.export(shared, " ")
+        history.export(shared, " ", tmp_path)
+    for escape in ("../outside", str(tmp_path / "absolute"), "..", "a/b"):
+        with pytest.raises(ValueError, match="give a directory name, not a path"):
+            history.export(shared, escape, tmp_path)
+    assert not (tmp_path.parent / "outside").exists()
 
 
 def test_progress_goes_to_a_callback_once_before_and_after_every_item():

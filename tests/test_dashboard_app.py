@@ -147,13 +147,14 @@ def test_evaluate_page_compares_methods_and_offers_downloads():
     assert {button.label for button in at.get("download_button")} == {"comparison.json", "comparison.csv"}
 
 
-def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_path):
+def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_EXPORT_ROOT", str(tmp_path))
     at = edit_page(cases[0], "ft-l")
     at.button(key="edit_apply").click().run()
     at.switch_page("app_pages/history.py").run()
     assert_clean(at)
     assert at.checkbox(key="history_active_0").value
-    at.text_input(key="history_out").input(str(tmp_path / "edited"))
+    at.text_input(key="history_out").input("edited")
     at.button(key="history_export").click().run()
     assert_clean(at)
     assert (tmp_path / "edited" / "edits.json").is_file() and "1 edits committed" in at.success[0].value

@@ -80,6 +80,8 @@ def test_commit_respects_each_orientation(tiny_bridge):
     (("Karo Velin was born in", "Mira Oss", "Dusmor"), "does not occur in prompt"),
     (("Karo Velin was born in", "Karo Velin", " "), "target_new must be a non-empty string"),
     (("", "Karo Velin", "Dusmor"), "prompt must be a non-empty string"),
+    (("Karo Velin was born in", "Karo Velin", b"Dus\xffmor".decode("utf-8", "surrogateescape")),
+     "target_new .* is not valid text"),
 ])
 def test_bad_requests_give_clear_errors(fields, message):
     with pytest.raises(ValueError, match=message):

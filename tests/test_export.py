@@ -44,6 +44,7 @@ def test_exported_model_matches_the_hooked_edit_and_the_base_is_untouched(tmp_pa
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' private 0600
     with pytest.raises(FileExistsError, match="new directory only"):
         export_edited_model(tiny_model_dir, edits, out)
     with pytest.raises(ValueError, match="no edits"):

@@ -1,5 +1,7 @@
 """Key statistics: the right numbers, cached by what they depend on, never trusted when damaged."""
 
+import os
+
 import pytest
 import torch
 
@@ -46,6 +48,9 @@ def test_cache_is_keyed_reused_and_recomputed_when_damaged(tiny_bridge, texts, t
     repaired = key_stats.key_second_moment(tiny_bridge, 2, texts, 500, progress=False, cache_dir=tmp_path)
     assert len(calls) == 4 and torch.equal(repaired, first)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in tmp_path.iterdir())  # not mkstemp's 0600
 
 
 def test_fingerprint_changes_with_any_weight(tiny_bridge):
@@ -104,3 +109,10 @@ def test_statistics_and_embeddings_taken_under_a_sessions_edit_are_the_clean_one
     torch.testing.assert_close(moment_b, clean)
     pool = sentence_embeddings(tiny_bridge, [entry.new_fact for entry in retriever.pool])
     torch.testing.assert_close(retriever._embeddings, pool)
+
+
+def test_a_corpus_shorter_than_the_count_asked_for_says_so(tiny_bridge, texts):
+    windows = key_stats.key_windows(tiny_bridge.tokenizer, texts[:20], 32)
+    available = windows.numel()
+    with pytest.warns(UserWarning, match=f"holds {available} keys .* fewer than the {available + 1000} asked for"):
+        key_stats.compute_key_second_moment(tiny_bridge, 0, texts[:20], available + 1000, window=32, progress=False)

@@ -141,3 +141,8 @@ def test_unreadable_model_and_world_files_are_clear_errors(tiny_model_dir, tmp_p
     (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match=f"could not load the model in {copy}"):
         load_model(copy)
+
+
+def test_a_mistyped_preset_is_named_at_once_not_tried_on_the_hub():
+    with pytest.raises(ModelLoadError, match=r"no model 'TINY': the presets are \['default', 'tiny'\]"):
+        resolve_model("TINY")

@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, ModelLoadError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, ModelLoadError) as error:
         print(f"workbench: error: {error}", file=sys.stderr)
         return 2
 

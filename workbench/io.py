@@ -13,10 +13,14 @@ from pathlib import Path
 
 
 def refuse_existing(paths: Iterable[str | Path], overwrite: bool = False) -> None:
-    """Raise ``FileExistsError`` naming the first of ``paths`` that exists (unless ``overwrite``),
-    so a command that writes several files checks them all before it writes any."""
+    """Raise ``FileExistsError`` naming the first of ``paths`` that exists, a dangling symbolic link
+    included (unless ``overwrite``), and ``IsADirectoryError`` for one that is a directory (even with
+    ``overwrite``: a file is never written over a directory), so a command that writes several
+    files checks them all before it writes any."""
     for path in paths:
-        if Path(path).exists() and not overwrite:
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give the path of a file to write")
+        if os.path.lexists(path) and not overwrite:
             raise FileExistsError(f"{path} already exists; pass --force to replace it or choose another path")
 
 
@@ -70,13 +74,14 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     to ``target`` (with the normal permissions) when the block succeeds, removed when it fails, so
     ``target`` never exists half-written. An existing ``target`` is refused before anything."""
     target = Path(target)
-    if target.exists():
+    if os.path.lexists(target):
         raise FileExistsError(f"{target} already exists; this writes a new directory only")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
-        give_default_permissions(staging)
+        for path in [staging, *staging.rglob("*")]:  # some writers (safetensors) make their files private
+            give_default_permissions(path)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,6 +4,7 @@ model directory."""
 import streamlit as st
 
 from workbench.dashboard import ui
+from workbench.dashboard.session import export_root
 
 st.header("History")
 shared = ui.shared_model()
@@ -20,8 +21,9 @@ for index, entry in enumerate(history.entries):
     st.caption(f"layers: {layers} · computed in {entry.edit.timings.get('total_s', 0):.2f} s")
 
 st.subheader("Export")
-out_dir = st.text_input("new model directory (must not exist)", key="history_out")
+root = export_root()
+name = st.text_input(f"new model directory under {root} (a name; it must not exist)", key="history_out")
 if st.button("Commit the active edits into a new model directory", key="history_export"):
     with ui.shown_errors(), st.spinner("writing the edited model"):
-        written = history.export(shared, out_dir.strip())
+        written = history.export(shared, name, root)
         st.success(f"wrote {written} with {len(history.active_edits())} edits committed; the loaded model is unchanged")

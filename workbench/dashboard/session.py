@@ -8,6 +8,7 @@ One session therefore never sees another's edits, and the shared weights are nev
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from workbench.editing.edit import Edit, applied_edits
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
 from workbench.model.loading import statistics_corpus, training_facts
+from workbench.model.store import cache_root
 from workbench.world import World
 
 
@@ -85,10 +87,27 @@ class EditHistory:
     def set_active(self, index: int, active: bool) -> None:
         self.entries[index].active = active
 
-    def export(self, shared: SharedModel, out_dir: str | Path) -> Path:
-        """Write the shared model with the active edits committed into the new directory
-        ``out_dir`` (refused if it exists, if an active edit is in-context, or if the model has no
-        local directory); the shared model is not touched."""
-        if not str(out_dir).strip():
-            raise ValueError("name the new model directory to write")
-        return export_edited_model(shared.source, self.active_edits(), out_dir)
+    def export(self, shared: SharedModel, name: str, root: Path | None = None) -> Path:
+        """Write the shared model with the active edits committed into the new directory ``name``
+        under ``root`` (default ``export_root()``; refused if it exists, if an active edit is
+        in-context, or if the model has no local directory); the shared model is not touched."""
+        return export_edited_model(shared.source, self.active_edits(), export_target(name, root or export_root()))
+
+
+EXPORT_ROOT_ENV = "WORKBENCH_EXPORT_ROOT"
+
+
+def export_root() -> Path:
+    """Where the dashboard writes edited models: ``$WORKBENCH_EXPORT_ROOT``, else the cache's
+    ``exports`` directory; nothing it exports goes anywhere else."""
+    return Path(os.environ[EXPORT_ROOT_ENV]) if os.environ.get(EXPORT_ROOT_ENV) else cache_root() / "exports"
+
+
+def export_target(name: str, root: Path) -> Path:
+    """``root/name`` for a plain directory name; an empty name, a path or ``..`` is refused."""
+    name = name.strip()
+    if not name:
+        raise ValueError("name the new model directory to write")
+    if name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"{name!r}: give a directory name, not a path; exports go under {root}")
+    return root / name

@@ -50,6 +50,10 @@ class EditRequest:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        for name in ("prompt", "subject", "target_new", "ground_truth"):
+            value = getattr(self, name)
+            if isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # undecodable bytes
+                raise ValueError(f"{name} {value!r} is not valid text (bytes that are not UTF-8?)")
         if self.subject.strip() not in self.prompt:
             raise ValueError(f"subject {self.subject!r} does not occur in prompt {self.prompt!r}")
         if self.ground_truth is not None and self.ground_truth.strip() == self.target_new.strip():

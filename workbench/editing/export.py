@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ def describe_edits(edits: Sequence[Edit]) -> list[dict]:
 
 def check_export_target(out_dir: str | Path) -> None:
     """Refuse an existing ``out_dir`` (call it before expensive work too, to fail early)."""
-    if Path(out_dir).exists():
+    if os.path.lexists(out_dir):  # a dangling symbolic link counts: it is someone's path
         raise FileExistsError(f"{out_dir} already exists; export writes a new directory only")
 
 

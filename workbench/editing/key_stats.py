@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
+from workbench.io import give_default_permissions
 from workbench.model.architecture import KEY_HOOK
 from workbench.model.hooks import hooks_suspended
 from workbench.model.store import cache_root, shipped_root
@@ -62,6 +64,10 @@ def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens:
             if seen >= n_tokens:
                 break
     bar.close()
+    if seen < n_tokens:
+        warnings.warn(f"the key-statistics corpus holds {seen} keys in whole windows of {window} tokens, fewer "
+                      f"than the {n_tokens} asked for: layer {layer}'s statistic is the mean over those {seen}",
+                      stacklevel=2)
     moment = (total / seen).float()
     if not torch.isfinite(moment).all():
         raise FloatingPointError(f"the key statistics of layer {layer} are not finite; nothing was cached")
@@ -104,6 +110,7 @@ def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, pr
     os.close(handle)
     try:
         torch.save({"key": key, "moment": moment}, staging)
+        give_default_permissions(staging)
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

@@ -40,6 +40,8 @@ def resolve_model(reference: str | Path | None = None, progress: bool = True) ->
         return path
     if str(reference).startswith(("/", ".", "~")) or str(reference).count("/") > 1:
         raise ModelLoadError(f"model directory {reference} does not exist")
+    if str(reference).lower() in PRESETS:  # a mistyped preset, not a hub name worth a slow failed download
+        raise ModelLoadError(f"no model {reference!r}: the presets are {sorted(PRESETS)} (lower case)")
     return str(reference)
 
 
