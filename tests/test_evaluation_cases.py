@@ -71,3 +71,18 @@ def test_missing_and_invalid_files_are_clear_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{broken")
     with pytest.raises(ValueError, match="is not valid JSON"):
         read_cases(tmp_path / "bad.json")
+
+
+def test_unreadable_case_and_corpus_files_name_the_file(tmp_path):
+    from workbench.editing.editor import statistics_texts
+
+    binary = tmp_path / "cases.json"
+    binary.write_bytes(b'[{"prompt": "\xff\xfe"}]')
+    with pytest.raises(ValueError, match=f"cases file {binary} is not UTF-8 text"):
+        read_cases(binary)
+    with pytest.raises(ValueError, match=f"cases file {tmp_path} is a directory"):
+        read_cases(tmp_path)
+    with pytest.raises(ValueError, match=f"corpus file {tmp_path} is a directory"):
+        statistics_texts(None, tmp_path)
+    with pytest.raises(ValueError, match=f"corpus file {binary} is not UTF-8 text"):
+        statistics_texts(None, binary)

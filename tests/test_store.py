@@ -115,3 +115,24 @@ def test_a_damaged_shipped_model_says_so_and_is_not_used(fake_training, capsys):
     assert store.ensure_model("tiny", progress=False) == built and len(fake_training) == 2
     message = f"the shipped model at {shipped} is damaged (SHA-256 not the one its manifest records: world.json"
     assert message in capsys.readouterr().err
+
+
+def test_a_build_that_waits_for_another_says_so(fake_training, capsys):
+    import fcntl
+    import threading
+    import time
+
+    target = store.cached_model_dir(preset("tiny"))
+    target.parent.mkdir(parents=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process's build, as far as ensure_model can tell
+        waiting = threading.Thread(target=store.ensure_model, args=("tiny",), kwargs={"progress": False})
+        waiting.start()
+        said, deadline = "", time.monotonic() + 10
+        while "waiting for it to finish" not in said and time.monotonic() < deadline:
+            time.sleep(0.05)
+            said += capsys.readouterr().err
+        assert f"another process is building {target}; waiting" in said
+        assert waiting.is_alive() and fake_training == []
+    waiting.join(timeout=10)
+    assert not waiting.is_alive() and len(fake_training) == 1

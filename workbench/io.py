@@ -86,3 +86,17 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """The UTF-8 text of the file at ``path``; a missing path, a directory or bytes that are not
+    UTF-8 are ValueErrors naming ``what`` and the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None

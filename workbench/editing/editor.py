@@ -25,6 +25,7 @@ from workbench.editing.key_stats import key_second_moment
 from workbench.editing.mend import compute_mend_edit, load_mend
 from workbench.editing.rome import compute_rome_edit
 from workbench.evaluation.cases import EditCase
+from workbench.io import read_text_file
 from workbench.model.architecture import mlp_output_site
 from workbench.model.tokens import encode_prompt, encode_target, require_fits_context
 from workbench.tracing.locator import locate_from_trace
@@ -46,10 +47,7 @@ LAYER_METHODS = ("rome", "ft", "ft-l")
 def statistics_texts(facts: World | Sequence[EditCase] | None, corpus_file: str | Path | None = None) -> list[str]:
     """Texts for key statistics: a text file (one document per line), else the world's corpus."""
     if corpus_file:
-        path = Path(corpus_file)
-        if not path.is_file():
-            raise ValueError(f"corpus file {path} does not exist")
-        return [line for line in path.read_text().splitlines() if line.strip()]
+        return [line for line in read_text_file(corpus_file, "corpus file").splitlines() if line.strip()]
     if not isinstance(facts, World):
         raise ValueError("this model has no fact world: give a statistics corpus (one text per line)")
     return next(corpus_rounds(facts, CorpusConfig(), set()))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workbench.editing.edit import EditRequest
+from workbench.io import read_text_file
 from workbench.world import World, export_edit_cases
 
 
@@ -208,10 +209,9 @@ def parse_cases(records: list, source: str = "cases") -> list[EditCase]:
 def read_cases(path: str | Path) -> list[EditCase]:
     """Every edit case in the JSON file at ``path``."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"cases file {path} does not exist")
+    text = read_text_file(path, "cases file")
     try:
-        records = json.loads(path.read_text())
+        records = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     return parse_cases(records, str(path))

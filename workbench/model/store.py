@@ -116,7 +116,11 @@ def _ensure(target: Path, fingerprint: str, companion_files: tuple[str, ...], bu
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another process is building {target}; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if is_complete(target, fingerprint, companion_files):  # built by another process while we waited
             return target
         if target.exists():  # stale or mismatched: never trusted, moved out of the way
