@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from workbench.cli import main as workbench
 from workbench.editing.editor import Editor, method_hparams
 from workbench.editing.fingerprint import model_fingerprint
-from workbench.editing.key_stats import key_stats_entry
+from workbench.editing.key_stats import SHIPPED_DIGESTS, key_stats_entry, moment_digest
 from workbench.editing.mend import found_checkpoint_dir
 from workbench.io import staged_directory
 from workbench.model.loading import load_model, load_world
@@ -77,15 +78,18 @@ def ship_mend_editor(model) -> None:
     ship(sorted(source.iterdir()), target, stale)
 
 
-def ship_key_statistics(model, world) -> None:
+def ship_key_statistics(model, world, scratch: Path) -> None:
+    """Every layer's statistic, with ``SHIPPED_DIGESTS`` recording each one's ``moment_digest``."""
     editor = Editor(model, "rome", facts=world)
-    files = []
+    files, digests = [], {}
     for layer in range(model.cfg.n_layers):
-        editor.moment(layer)  # computed into the cache unless the cache or the package has it
+        moment = editor.moment(layer)  # computed into the cache unless the cache or the package has it
         name = key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
         files.append(next(path for path in (cache_root() / "key-stats" / name, shipped_root() / "key-stats" / name)
                           if path.is_file()))
-    ship(files, shipped_root() / "key-stats", [])
+        digests[name] = moment_digest(moment)
+    (scratch / SHIPPED_DIGESTS).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    ship([*files, scratch / SHIPPED_DIGESTS], shipped_root() / "key-stats", [])
 
 
 def main() -> None:
@@ -99,7 +103,8 @@ def main() -> None:
         model_dir = ensure_model("default")
         model, world = load_model(model_dir), load_world(model_dir)
         ship_mend_editor(model)
-        ship_key_statistics(model, world)
+        with tempfile.TemporaryDirectory() as scratch:
+            ship_key_statistics(model, world, Path(scratch))
     sizes = sorted((path.stat().st_size, path) for path in shipped_root().rglob("*") if path.is_file())
     print(f"shipped files: {len(sizes)}, {sum(size for size, _ in sizes) / 2**20:.1f} MiB in all; largest "
           f"{sizes[-1][1].relative_to(shipped_root())} ({sizes[-1][0] / 2**20:.1f} MiB)")

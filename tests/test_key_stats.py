@@ -116,3 +116,17 @@ def test_a_corpus_shorter_than_the_count_asked_for_says_so(tiny_bridge, texts):
     available = windows.numel()
     with pytest.warns(UserWarning, match=f"holds {available} keys .* fewer than the {available + 1000} asked for"):
         key_stats.compute_key_second_moment(tiny_bridge, 0, texts[:20], available + 1000, window=32, progress=False)
+
+
+def test_a_cached_statistic_that_changed_since_it_was_written_is_recomputed(tiny_bridge, texts, tmp_path,
+                                                                            monkeypatch):
+    first = key_stats.key_second_moment(tiny_bridge, 1, texts, 500, progress=False, cache_dir=tmp_path)
+    [path] = list(tmp_path.iterdir())
+    stored = torch.load(path, weights_only=True)
+    stored["moment"][0, 0] += 1.0  # a flipped value: the file still loads, the recorded digest no longer fits
+    torch.save(stored, path)
+    calls = []
+    compute = key_stats.compute_key_second_moment
+    monkeypatch.setattr(key_stats, "compute_key_second_moment", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    again = key_stats.key_second_moment(tiny_bridge, 1, texts, 500, progress=False, cache_dir=tmp_path)
+    assert calls == [1] and torch.equal(again, first)

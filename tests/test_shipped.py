@@ -6,7 +6,7 @@ import pytest
 
 from workbench.editing.editor import Editor, method_hparams
 from workbench.editing.fingerprint import model_fingerprint
-from workbench.editing.mend import found_checkpoint_dir
+from workbench.editing.mend import default_checkpoint_dir
 from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.model import store
@@ -60,12 +60,11 @@ def test_the_shipped_default_recalls_its_facts_as_its_report_says(shipped_defaul
 
 def test_the_shipped_mend_editor_belongs_to_the_shipped_default_and_moves_its_targets(shipped_default):
     model, world = shipped_default
-    hparams = method_hparams("mend")
-    directory = found_checkpoint_dir(model, hparams, model_fingerprint(model))
-    assert directory.parent == store.shipped_root() / "mend", (
-        "no shipped MEND editor matches the shipped default model and hparams/mend-default.json: re-make it "
-        "with `python analyses/ship_models.py`")
-    editor = Editor(model, "mend", facts=world)
+    cached = default_checkpoint_dir(model, method_hparams("mend"), model_fingerprint(model))
+    directory = store.shipped_root() / "mend" / cached.name  # whatever the user cache holds
+    assert directory.is_dir(), ("no shipped MEND editor matches the shipped default model and "
+                                "hparams/mend-default.json: re-make it with `python analyses/ship_models.py`")
+    editor = Editor(model, "mend", facts=world, checkpoint=directory)
     cases = parse_cases(export_edit_cases(world, "test"), "the test split")[:20]
     efficacy = []
     for case in cases:
@@ -73,3 +72,19 @@ def test_the_shipped_mend_editor_belongs_to_the_shipped_default_and_moves_its_ta
         with editor(case.request).applied(model):
             efficacy.append(case_metrics(before, measure(model, case, fluency_tokens=0))["efficacy"])
     assert sum(efficacy) / len(efficacy) >= 0.85  # 0.955 on the 200 cases of the comparison
+
+
+def test_the_shipped_key_statistics_are_read_intact_not_recomputed(shipped_default, monkeypatch, tmp_path):
+    from workbench.editing import key_stats
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    model, world = shipped_default
+    digests = json.loads((store.shipped_root() / "key-stats" / key_stats.SHIPPED_DIGESTS).read_text())
+    assert len(digests) == model.cfg.n_layers
+    monkeypatch.setattr(key_stats, "compute_key_second_moment", lambda *a, **k: pytest.fail("recomputed"))
+    editor = Editor(model, "rome", facts=world)
+    for layer in range(model.cfg.n_layers):
+        moment = editor.moment(layer)
+        name = key_stats.key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
+        assert key_stats.moment_digest(moment) == digests[name]
+    assert not (tmp_path / "key-stats").exists()

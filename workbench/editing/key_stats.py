@@ -6,12 +6,15 @@ every token of a text corpus in batches of fixed-length windows (BOS first), unt
 applied through hooks (``hooks_suspended``), since the statistic is shared by every caller.
 Results are cached on disk under ``cache_root()/key-stats`` keyed by the model fingerprint, the
 layer, the corpus fingerprint and the token count; files are written atomically and any file that
-cannot be read or does not match its key is recomputed, never used. The package ships the default
-model's statistics for every layer (``shipped_root()/key-stats``, read where the cache has none).
+cannot be read, does not match its key or no longer has its recorded digest is recomputed, never
+used. The package ships the default model's statistics for every layer (``shipped_root()/key-stats``,
+read where the cache has none).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -93,23 +96,42 @@ def key_stats_entry(model, layer: int, texts: Sequence[str], n_tokens: int) -> t
     return key, f"{key['model']}-layer{layer}-{key['corpus']}-{n_tokens}.pt"
 
 
+SHIPPED_DIGESTS = "digests.json"  # in shipped_root()/key-stats: each file's moment_digest
+
+
+def moment_digest(moment: Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of a statistic's bytes: what a stored entry must still hold."""
+    return hashlib.sha256(moment.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+
+
+def _shipped_digest(name: str) -> str | None:
+    try:
+        return json.loads((shipped_root() / "key-stats" / SHIPPED_DIGESTS).read_text()).get(name)
+    except (OSError, ValueError):
+        return None
+
+
 def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, progress: bool = True,
                       cache_dir: Path | None = None) -> Float[Tensor, "d_mlp d_mlp"]:
     """``compute_key_second_moment``, cached on disk (see the module docstring); the shipped
-    default model's statistics (``shipped_root()/key-stats``) are read where the cache has none."""
+    default model's statistics (``shipped_root()/key-stats``) are read where the cache has none.
+    An entry is used only if its key matches and its statistic still has the digest recorded with
+    it (in the file for the cache, in ``SHIPPED_DIGESTS`` for the shipped ones)."""
     key, name = key_stats_entry(model, layer, texts, n_tokens)
     directory = cache_dir or cache_root() / "key-stats"
     path = directory / name
-    for candidate in (path, shipped_root() / "key-stats" / name):
+    for candidate, shipped in ((path, False), (shipped_root() / "key-stats" / name, True)):
         stored = _read_cache(candidate)
-        if stored is not None and stored.get("key") == key and stored["moment"].shape == (model.cfg.d_mlp,) * 2:
+        if stored is None or stored.get("key") != key or stored["moment"].shape != (model.cfg.d_mlp,) * 2:
+            continue
+        if moment_digest(stored["moment"]) == (_shipped_digest(name) if shipped else stored.get("digest")):
             return stored["moment"]
     moment = compute_key_second_moment(model, layer, texts, n_tokens, progress=progress)
     directory.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     os.close(handle)
     try:
-        torch.save({"key": key, "moment": moment}, staging)
+        torch.save({"key": key, "moment": moment, "digest": moment_digest(moment)}, staging)
         give_default_permissions(staging)
         os.replace(staging, path)
     except BaseException:
