@@ -146,3 +146,15 @@ def test_unreadable_model_and_world_files_are_clear_errors(tiny_model_dir, tmp_p
 def test_a_mistyped_preset_is_named_at_once_not_tried_on_the_hub():
     with pytest.raises(ModelLoadError, match=r"no model 'TINY': the presets are \['default', 'tiny'\]"):
         resolve_model("TINY")
+
+
+def test_a_directory_with_a_bad_config_or_no_weights_is_one_clear_error(tiny_model_dir, tmp_path):
+    import shutil
+
+    (tmp_path / "bad-config").mkdir()
+    (tmp_path / "bad-config" / "config.json").write_text("{not json")
+    (tmp_path / "no-weights").mkdir()
+    shutil.copyfile(tiny_model_dir / "config.json", tmp_path / "no-weights" / "config.json")
+    for name, detail in (("bad-config", "not a valid JSON file"), ("no-weights", "no file named model.safetensors")):
+        with pytest.raises(ModelLoadError, match=f"could not load the model in {tmp_path / name}: .*{detail}"):
+            load_model(tmp_path / name)
