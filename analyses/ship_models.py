@@ -24,8 +24,8 @@ from pathlib import Path
 
 from workbench.cli import main as workbench
 from workbench.editing.editor import Editor, method_hparams
-from workbench.editing.fingerprint import model_fingerprint
-from workbench.editing.key_stats import SHIPPED_DIGESTS, key_stats_entry, moment_digest
+from workbench.editing.fingerprint import model_fingerprint, tensor_digest
+from workbench.editing.key_stats import SHIPPED_DIGESTS, key_stats_entry
 from workbench.editing.mend import found_checkpoint_dir
 from workbench.io import staged_directory
 from workbench.model.loading import load_model, load_world
@@ -79,7 +79,7 @@ def ship_mend_editor(model) -> None:
 
 
 def ship_key_statistics(model, world, scratch: Path) -> None:
-    """Every layer's statistic, with ``SHIPPED_DIGESTS`` recording each one's ``moment_digest``."""
+    """Every layer's statistic, with ``SHIPPED_DIGESTS`` recording each one's ``tensor_digest``."""
     editor = Editor(model, "rome", facts=world)
     files, digests = [], {}
     for layer in range(model.cfg.n_layers):
@@ -87,7 +87,7 @@ def ship_key_statistics(model, world, scratch: Path) -> None:
         name = key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
         files.append(next(path for path in (cache_root() / "key-stats" / name, shipped_root() / "key-stats" / name)
                           if path.is_file()))
-        digests[name] = moment_digest(moment)
+        digests[name] = tensor_digest(moment)
     (scratch / SHIPPED_DIGESTS).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
     ship([*files, scratch / SHIPPED_DIGESTS], shipped_root() / "key-stats", [])
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from workbench.editing.editor import Editor, method_hparams
-from workbench.editing.fingerprint import model_fingerprint
+from workbench.editing.fingerprint import model_fingerprint, tensor_digest
 from workbench.editing.mend import default_checkpoint_dir
 from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.metrics import case_metrics, measure
@@ -86,5 +86,5 @@ def test_the_shipped_key_statistics_are_read_intact_not_recomputed(shipped_defau
     for layer in range(model.cfg.n_layers):
         moment = editor.moment(layer)
         name = key_stats.key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
-        assert key_stats.moment_digest(moment) == digests[name]
+        assert tensor_digest(moment) == digests[name]
     assert not (tmp_path / "key-stats").exists()

@@ -24,7 +24,6 @@ model is asked (``Edit.prompt_for``). Code that runs prompts through an edit use
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.editing.fingerprint import tensor_digest
 from workbench.model.architecture import EditSite, site_module
 
 
@@ -68,7 +68,7 @@ class WeightDelta:
     site: EditSite
     left: Float[Tensor, "d_in rank"]
     right: Float[Tensor, "rank d_out"]
-    base: str | None = None  # weight_digest of the weight it was computed against; None: not recorded
+    base: str | None = None  # tensor_digest of the weight it was computed against; None: not recorded
 
     @classmethod
     def rank_one(cls, site: EditSite, key_direction: Tensor, value: Tensor) -> WeightDelta:
@@ -142,27 +142,21 @@ def applied_edits(model, edits: Sequence[Edit]) -> Iterator[None]:
         yield
 
 
-def weight_digest(weight: Tensor) -> str:
-    """SHA-256 (first 16 hex digits) of a weight's bytes."""
-    data = weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 def stamped(edit: Edit, model) -> Edit:
     """``edit`` with every delta's ``base`` set to the digest of its site's weight in ``model`` now."""
-    deltas = tuple(dataclasses.replace(delta, base=weight_digest(site_module(model, delta.site).weight))
+    deltas = tuple(dataclasses.replace(delta, base=tensor_digest(site_module(model, delta.site).weight))
                    for delta in edit.deltas)
     return dataclasses.replace(edit, deltas=deltas)
 
 
 def checked_weights(edits: Sequence[Edit], weight_of: Callable[[EditSite], Tensor],
-                    allow_other_base: bool = False) -> list[Tensor]:
-    """The weight of every delta of ``edits`` (``weight_of(site)``), in order, once each delta is
+                    allow_other_base: bool = False) -> list[tuple[Tensor, WeightDelta]]:
+    """Every delta of ``edits`` with its weight (``weight_of(site)``), in order, once each delta is
     known to fit: its site exists, its shape is the weight's in key space, and its ``base`` (when
     recorded) is the weight's digest now, unless ``allow_other_base``. Raises ValueError naming the
     edit and the site otherwise; nothing is written here."""
     require_weight_edits(edits)
-    weights = []
+    checked = []
     for edit in edits:
         for delta in edit.deltas:
             what = f"the {edit.method} edit of {edit.request.prompt!r} at {delta.site.module}"
@@ -175,11 +169,11 @@ def checked_weights(edits: Sequence[Edit], weight_of: Callable[[EditSite], Tenso
             if (delta.left.shape[0], delta.right.shape[1]) != shape:
                 raise ValueError(f"{what}: a change of shape {(delta.left.shape[0], delta.right.shape[1])} does not "
                                  f"fit the weight there ({shape} in key space)")
-            if delta.base and not allow_other_base and weight_digest(weight) != delta.base:
+            if delta.base and not allow_other_base and tensor_digest(weight) != delta.base:
                 raise ValueError(f"{what} was computed for other weights there (digest {delta.base}, this model "
-                                 f"has {weight_digest(weight)}); allow_other_base=True writes it anyway")
-            weights.append(weight)
-    return weights
+                                 f"has {tensor_digest(weight)}); allow_other_base=True writes it anyway")
+            checked.append((weight, delta))
+    return checked
 
 
 class CommittedEdits:
@@ -215,11 +209,10 @@ def commit(model, edits: Sequence[Edit], allow_other_base: bool = False) -> Comm
     """Write the edits' deltas into the model's weights (explicit, reversible), all or nothing:
     every delta is checked first (``checked_weights``), and a failure while writing restores what
     was written."""
-    weights = checked_weights(edits, lambda site: site_module(model, site).weight, allow_other_base)
-    deltas = [delta for edit in edits for delta in edit.deltas]
+    checked = checked_weights(edits, lambda site: site_module(model, site).weight, allow_other_base)
     originals: list[tuple[torch.nn.Parameter, Tensor]] = []
     try:
-        for weight, delta in zip(weights, deltas):
+        for weight, delta in checked:
             originals.append((weight, weight.detach().clone()))
             add_to_weight(weight, delta)
     except BaseException:

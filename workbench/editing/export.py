@@ -50,8 +50,8 @@ def export_edited_model(base_dir: str | Path, edits: Sequence[Edit], out_dir: st
         raise ValueError("there are no edits to export")
     require_weight_edits(edits)
     model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
-    weights = checked_weights(edits, lambda site: model.get_submodule(site.module).weight, allow_other_base)
-    for weight, delta in zip(weights, [delta for edit in edits for delta in edit.deltas]):
+    for weight, delta in checked_weights(edits, lambda site: model.get_submodule(site.module).weight,
+                                         allow_other_base):
         add_to_weight(weight, delta)
     with staged_directory(out_dir) as staging:
         model.save_pretrained(staging)

@@ -30,6 +30,13 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:16]
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of one tensor's bytes: which weights an edit was computed
+    against, or whether a stored statistic is still the one written."""
+    data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def texts_fingerprint(texts: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for text in texts:

@@ -13,10 +13,8 @@ read where the cache has none).
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +24,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
-from workbench.io import give_default_permissions
+from workbench.editing.fingerprint import model_fingerprint, tensor_digest, texts_fingerprint
+from workbench.io import write_text_atomic
 from workbench.model.architecture import KEY_HOOK
 from workbench.model.hooks import hooks_suspended
 from workbench.model.store import cache_root, shipped_root
@@ -96,12 +94,7 @@ def key_stats_entry(model, layer: int, texts: Sequence[str], n_tokens: int) -> t
     return key, f"{key['model']}-layer{layer}-{key['corpus']}-{n_tokens}.pt"
 
 
-SHIPPED_DIGESTS = "digests.json"  # in shipped_root()/key-stats: each file's moment_digest
-
-
-def moment_digest(moment: Tensor) -> str:
-    """SHA-256 (first 16 hex digits) of a statistic's bytes: what a stored entry must still hold."""
-    return hashlib.sha256(moment.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+SHIPPED_DIGESTS = "digests.json"  # in shipped_root()/key-stats: each file's tensor_digest
 
 
 def _shipped_digest(name: str) -> str | None:
@@ -124,17 +117,10 @@ def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, pr
         stored = _read_cache(candidate)
         if stored is None or stored.get("key") != key or stored["moment"].shape != (model.cfg.d_mlp,) * 2:
             continue
-        if moment_digest(stored["moment"]) == (_shipped_digest(name) if shipped else stored.get("digest")):
+        if tensor_digest(stored["moment"]) == (_shipped_digest(name) if shipped else stored.get("digest")):
             return stored["moment"]
     moment = compute_key_second_moment(model, layer, texts, n_tokens, progress=progress)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    os.close(handle)
-    try:
-        torch.save({"key": key, "moment": moment, "digest": moment_digest(moment)}, staging)
-        give_default_permissions(staging)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    entry = io.BytesIO()
+    torch.save({"key": key, "moment": moment, "digest": tensor_digest(moment)}, entry)
+    write_text_atomic(path, entry.getvalue(), overwrite=True)  # over a stale or damaged entry
     return moment
