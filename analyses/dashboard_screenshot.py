@@ -14,8 +14,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from workbench.dashboard.browser import click_button, headless_chromium, served_dashboard, wait_for_images
-from workbench.io import write_text_atomic
+from workbench.app.dashboard.browser import click_button, headless_chromium, served_dashboard, wait_for_images
+from workbench.core.io import write_text_atomic
 
 PAGE_HEIGHT = 3200
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from workbench.core.cases import parse_cases
+from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.editing.editor import METHODS, Editor
-from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate
 from workbench.evaluation.sweep import sweep_score, sweep_table
-from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.model.loading import load_model_and_world
 from workbench.world import export_edit_cases
 

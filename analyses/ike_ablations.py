@@ -14,9 +14,9 @@ import argparse
 import dataclasses
 
 from workbench.editing.editor import Editor, method_hparams
-from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.runner import evaluate, format_metric
 from workbench.model.loading import load_model_and_world
+from workbench.world.cases import load_edit_cases
 
 METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
 VARIANTS = {"request demonstration, kNN (default)": {"request_demonstration": True, "retrieval": "knn"},

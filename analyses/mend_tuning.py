@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import json
 
+from workbench.core.cases import read_cases
+from workbench.core.fingerprint import model_fingerprint
 from workbench.editing.editor import Editor, method_hparams
-from workbench.editing.fingerprint import model_fingerprint
 from workbench.editing.mend import CONFIG_FILE, default_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend, validation_subjects
-from workbench.evaluation.cases import read_cases
 from workbench.evaluation.runner import evaluate
 from workbench.model.loading import load_model_and_world
 

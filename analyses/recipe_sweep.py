@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.io import write_text_atomic
+from workbench.core.io import write_text_atomic
 from workbench.model.precision import machine_recipe
 from workbench.model.presets import preset
 from workbench.model.training import train_model

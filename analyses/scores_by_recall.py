@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from workbench.evaluation.cases import read_cases
+from workbench.core.cases import read_cases
 from workbench.evaluation.compare import label_directory
 from workbench.evaluation.protocol import format_scores, protocol_scores
 from workbench.evaluation.runner import aggregate

@@ -22,15 +22,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workbench.cli import main as workbench
+from workbench.app.cli import main as workbench
+from workbench.core.fingerprint import model_fingerprint, tensor_digest
+from workbench.core.io import staged_directory
+from workbench.core.paths import cache_root, shipped_root
 from workbench.editing.editor import Editor, method_hparams
-from workbench.editing.fingerprint import model_fingerprint, tensor_digest
 from workbench.editing.key_stats import SHIPPED_DIGESTS, key_stats_entry
 from workbench.editing.mend import found_checkpoint_dir
-from workbench.io import staged_directory
 from workbench.model.loading import load_model, load_world
 from workbench.model.sources import file_digest
-from workbench.model.store import MANIFEST_FILE, cache_root, ensure_model, shipped_root
+from workbench.model.store import MANIFEST_FILE, ensure_model
 
 MAX_FILE_BYTES = 16 * 2**20
 

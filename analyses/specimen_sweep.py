@@ -30,17 +30,17 @@ import torch
 from recipe_sweep import run_variant
 from tqdm.auto import tqdm
 
+from workbench.core.io import refuse_existing, write_json, write_text_atomic
+from workbench.core.plotting import plt, save_figure
 from workbench.editing.editor import Editor
-from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.sweep import best_layer, layer_sweep
-from workbench.io import refuse_existing, write_json, write_text_atomic
 from workbench.model.loading import load_model_and_world, resolve_model
 from workbench.model.recall import fact_recall
-from workbench.plotting import plt, save_figure
 from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
 from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
+from workbench.world.cases import load_edit_cases
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
 

@@ -1,12 +1,12 @@
 """The workbench dashboard: ``streamlit run apps/app.py`` or ``workbench dashboard [--model M]``.
 
-Pages are thin: they lay out widgets and call ``workbench`` (``workbench.dashboard`` holds what
+Pages are thin: they lay out widgets and call ``workbench`` (``workbench.app.dashboard`` holds what
 they compute). Every page uses the session's model with the session's active edits applied.
 """
 
 import streamlit as st
 
-from workbench.dashboard import ui
+from workbench.app.dashboard import ui
 
 st.set_page_config(page_title="Knowledge-editing workbench", layout="wide")
 pages = [

@@ -1,7 +1,7 @@
 import json
 import os
 
-from workbench.cli import main
+from workbench.app.cli import main
 
 
 def test_model_info_json_reports_recall(capsys):

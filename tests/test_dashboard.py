@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.cli import main
-from workbench.dashboard import launch
-from workbench.dashboard.activations import activation_change, site_changes
-from workbench.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
-from workbench.dashboard.session import EditHistory, SharedModel
+from workbench.app.cli import main
+from workbench.app.dashboard import launch
+from workbench.app.dashboard.activations import activation_change, site_changes
+from workbench.app.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
+from workbench.app.dashboard.session import EditHistory, SharedModel
+from workbench.core.progress import reported
 from workbench.editing.editor import HPARAMS_DIR
 from workbench.editing.hparams import IkeHparams, RomeHparams
-from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.compare import compare_methods, comparison_csv, parse_method_specs
 from workbench.model.tokens import score_targets, subject_token_span
-from workbench.progress import reported
 from workbench.tracing.trace import TraceConfig
+from workbench.world.cases import load_edit_cases
 
 
 @pytest.fixture(scope="module")

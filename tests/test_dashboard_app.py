@@ -6,9 +6,9 @@ import threading
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from workbench.dashboard.launch import APP
-from workbench.dashboard.session import SharedModel
-from workbench.evaluation.cases import load_edit_cases
+from workbench.app.dashboard.launch import APP
+from workbench.app.dashboard.session import SharedModel
+from workbench.world.cases import load_edit_cases
 
 TIMEOUT = 600
 

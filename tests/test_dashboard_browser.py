@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from workbench.dashboard.browser import (
+from workbench.app.dashboard.browser import (
     browser_available,
     click_button,
     headless_chromium,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.dashboard.browser import free_port
-from workbench.dashboard.launch import app_path, streamlit_command
+from workbench.app.dashboard.browser import free_port
+from workbench.app.dashboard.launch import app_path, streamlit_command
 
 TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1, as /proc/net writes them

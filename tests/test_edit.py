@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.editing.edit import Edit, EditRequest, WeightDelta, applied_edits, commit
-from workbench.model.architecture import mlp_input_sites, mlp_output_site, site_module
+from workbench.core.edit import Edit, EditRequest, WeightDelta, applied_edits, commit
+from workbench.core.sites import site_module
+from workbench.model.architecture import mlp_input_sites, mlp_output_site
 
 TOKENS = torch.tensor([[0, 11, 12, 13, 14, 15, 16]])
 REQUEST = EditRequest("Karo Velin was born in", "Karo Velin", "Dusmor")
@@ -158,7 +159,7 @@ def test_a_commit_checks_every_edit_before_it_writes_anything(tiny_bridge, tiny_
 
 
 def test_a_failure_while_writing_restores_what_was_written(tiny_bridge, monkeypatch):
-    from workbench.editing import edit as edit_module
+    from workbench.core import edit as edit_module
 
     snapshot, calls = weights_snapshot(tiny_bridge), []
     real_add = edit_module.add_to_weight

@@ -5,10 +5,10 @@ import math
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.editing.edit import EditRequest
+from workbench.core.edit import EditRequest
 from workbench.editing.editor import HPARAMS_DIR, LAYER_METHODS, Editor
 from workbench.editing.hparams import RomeHparams
-from workbench.evaluation.cases import load_edit_cases
+from workbench.world.cases import load_edit_cases
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.cli import main
+from workbench.app.cli import main
+from workbench.core.cases import parse_cases
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.rome import compute_rome_edit
-from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.evaluation.runner import aggregate, evaluate
 from workbench.model.tokens import score_targets

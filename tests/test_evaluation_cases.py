@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.evaluation.cases import parse_cases, read_cases
+from workbench.core.cases import parse_cases, read_cases
 from workbench.world import WorldConfig, build_world, export_edit_cases
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.cli import main
-from workbench.editing.edit import Edit, EditRequest, WeightDelta, applied_edits
+from workbench.app.cli import main
+from workbench.core.edit import Edit, EditRequest, WeightDelta, applied_edits
 from workbench.editing.export import EDITS_FILE, export_edited_model
 from workbench.model.architecture import mlp_output_site
 from workbench.model.loading import load_model, load_world

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.editing.edit import EditRequest
+from workbench.core.edit import EditRequest
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams
 from workbench.model.tokens import score_targets

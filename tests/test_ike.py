@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.editing.edit import EditRequest, commit
+from workbench.core.cases import Probe
+from workbench.core.edit import EditRequest, commit
 from workbench.editing.editor import HPARAMS_DIR, Editor
 from workbench.editing.export import export_edited_model
 from workbench.editing.hparams import IkeHparams
 from workbench.editing.ike import DemonstrationRetriever, demonstration_pool, kind_sequence
-from workbench.evaluation.cases import Probe, load_edit_cases
 from workbench.evaluation.runner import evaluate
 from workbench.model.tokens import encode_prompt, encode_target, score_targets
-from workbench.world.cases import edit_triples
+from workbench.world.cases import edit_triples, load_edit_cases
 
 
 def test_kinds_follow_the_papers_proportions_in_every_prefix():

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
+from workbench.core.edit import Edit, EditRequest, WeightDelta, commit
+from workbench.core.fingerprint import model_fingerprint
 from workbench.editing import key_stats
-from workbench.editing.edit import Edit, EditRequest, WeightDelta, commit
-from workbench.editing.fingerprint import model_fingerprint
 from workbench.model.architecture import mlp_output_site
 from workbench.world import CorpusConfig, corpus_rounds
 

@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig
 
 from tests.conftest import installed_hook_count
-from workbench.editing.edit import Edit, EditRequest, WeightDelta, commit
-from workbench.model.architecture import ARCHITECTURES, mlp_output_site, plain_view, site_module
+from workbench.core.edit import Edit, EditRequest, WeightDelta, commit
+from workbench.core.sites import site_module
+from workbench.model.architecture import ARCHITECTURES, mlp_output_site, plain_view
 from workbench.model.loading import ModelLoadError, load_model, resolve_model
 
 HOOKS = ("hook_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out",

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.cli import main
-from workbench.editing.edit import WeightDelta, delta_hooks
+from workbench.app.cli import main
+from workbench.core.edit import WeightDelta, delta_hooks
+from workbench.core.fingerprint import model_fingerprint
 from workbench.editing.editor import HPARAMS_DIR, Editor
-from workbench.editing.fingerprint import model_fingerprint
 from workbench.editing.hparams import IkeHparams, MendHparams
 from workbench.editing.mend import (
     MendNetwork,
@@ -26,9 +26,9 @@ from workbench.editing.mend import (
     site_shape,
 )
 from workbench.editing.mend_training import edit_losses, train_mend, training_edits, validation_loss
-from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.compare import compare_methods, label_directory, parse_method_specs
 from workbench.model.tokens import encode_prompt, encode_target
+from workbench.world.cases import load_edit_cases
 
 SMALL = MendHparams(layers=(-2, -1), rank=16, train_steps=40, batch_size=4, lr=3e-3, validation_edits=8,
                     validation_every=20)

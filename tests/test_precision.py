@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from workbench.core import paths
 from workbench.model import store, training
 from workbench.model.precision import PrecisionProbe, machine_recipe, probe_cpu_bf16
 from workbench.model.presets import preset
@@ -55,7 +56,7 @@ def test_the_probe_measures_both_precisions():
 
 def test_where_bf16_is_slow_the_default_trains_in_fp32_into_its_own_cache_entry(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(store, "SHIPPED_ROOT", tmp_path / "shipped")
+    monkeypatch.setattr(paths, "SHIPPED_ROOT", tmp_path / "shipped")
     monkeypatch.setattr("workbench.model.precision.probe_cpu_bf16", lambda: SLOW_BF16)
     trained = []
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
+from workbench.core.cases import parse_cases
 from workbench.editing.editor import Editor
-from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.metrics import Measurement, protocol_metrics
 from workbench.evaluation.protocol import format_scores, harmonic_mean, protocol_scores
 from workbench.evaluation.runner import evaluate

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import installed_hook_count
-from workbench.cli import main
+from workbench.app.cli import main
+from workbench.core.cases import read_cases
 from workbench.editing.editor import HPARAMS_DIR, Editor
 from workbench.editing.hparams import IkeHparams
 from workbench.editing.ike import demonstration_pool
 from workbench.editing.mend_training import training_edits
-from workbench.evaluation.cases import read_cases
 from workbench.model import store
 from workbench.model.loading import load_model, statistics_corpus, training_facts
 from workbench.model.presets import preset

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
-from workbench.editing.edit import EditRequest
+from workbench.core.edit import EditRequest
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.rome import (
     ValueObjective,

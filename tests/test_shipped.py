@@ -4,10 +4,11 @@ import json
 
 import pytest
 
+from workbench.core import paths
+from workbench.core.cases import parse_cases
+from workbench.core.fingerprint import model_fingerprint, tensor_digest
 from workbench.editing.editor import Editor, method_hparams
-from workbench.editing.fingerprint import model_fingerprint, tensor_digest
 from workbench.editing.mend import default_checkpoint_dir
-from workbench.evaluation.cases import parse_cases
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.model import store
 from workbench.model.loading import load_model, load_world
@@ -21,7 +22,7 @@ MAX_FILE_BYTES = 16 * 2**20
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_each_preset_ships_one_intact_model_of_its_current_recipe(name):
-    shipped = sorted((store.shipped_root() / "models").glob(f"{name}-*"))
+    shipped = sorted((paths.shipped_root() / "models").glob(f"{name}-*"))
     assert [path.name for path in shipped] == [store.model_dir_name(preset(name))], (
         f"the shipped {name} model is not the one of the current {name} recipe (fingerprint "
         f"{preset(name).fingerprint()}): re-make it with `{REMAKE.format(name=name)}`")
@@ -33,7 +34,7 @@ def test_each_preset_ships_one_intact_model_of_its_current_recipe(name):
 
 
 def test_no_shipped_file_is_over_16_mib():
-    files = [path for path in store.shipped_root().rglob("*") if path.is_file()]
+    files = [path for path in paths.shipped_root().rglob("*") if path.is_file()]
     assert files and all(path.stat().st_size <= MAX_FILE_BYTES for path in files)
 
 
@@ -61,7 +62,7 @@ def test_the_shipped_default_recalls_its_facts_as_its_report_says(shipped_defaul
 def test_the_shipped_mend_editor_belongs_to_the_shipped_default_and_moves_its_targets(shipped_default):
     model, world = shipped_default
     cached = default_checkpoint_dir(model, method_hparams("mend"), model_fingerprint(model))
-    directory = store.shipped_root() / "mend" / cached.name  # whatever the user cache holds
+    directory = paths.shipped_root() / "mend" / cached.name  # whatever the user cache holds
     assert directory.is_dir(), ("no shipped MEND editor matches the shipped default model and "
                                 "hparams/mend-default.json: re-make it with `python analyses/ship_models.py`")
     editor = Editor(model, "mend", facts=world, checkpoint=directory)
@@ -79,7 +80,7 @@ def test_the_shipped_key_statistics_are_read_intact_not_recomputed(shipped_defau
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     model, world = shipped_default
-    digests = json.loads((store.shipped_root() / "key-stats" / key_stats.SHIPPED_DIGESTS).read_text())
+    digests = json.loads((paths.shipped_root() / "key-stats" / key_stats.SHIPPED_DIGESTS).read_text())
     assert len(digests) == model.cfg.n_layers
     monkeypatch.setattr(key_stats, "compute_key_second_moment", lambda *a, **k: pytest.fail("recomputed"))
     editor = Editor(model, "rome", facts=world)

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from workbench.core import paths
 from workbench.model import store
 from workbench.model.presets import preset
 
@@ -13,7 +14,7 @@ from workbench.model.presets import preset
 def fake_training(monkeypatch, tmp_path):
     """Replace training with a fast fake that writes the expected files and counts its calls."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(store, "SHIPPED_ROOT", tmp_path / "shipped")
+    monkeypatch.setattr(paths, "SHIPPED_ROOT", tmp_path / "shipped")
     calls = []
 
     def fake_train_model(recipe, out_dir, progress=True, source=None):
@@ -52,7 +53,7 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(fake_training, damage):
 
 def test_a_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(store, "SHIPPED_ROOT", tmp_path / "shipped")
+    monkeypatch.setattr(paths, "SHIPPED_ROOT", tmp_path / "shipped")
 
     def failing_train_model(recipe, out_dir, progress=True, source=None):
         (out_dir / "config.json").write_text("{}")

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from tests.conftest import installed_hook_count
-from workbench.cli import main
+from workbench.app.cli import main
 from workbench.editing.editor import HPARAMS_DIR, Editor
 from workbench.editing.hparams import FinetuneHparams, RomeHparams
-from workbench.evaluation.cases import load_edit_cases
 from workbench.evaluation.compare import parse_method_specs, write_comparison
 from workbench.evaluation.runner import evaluate
 from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep, sweep_score, sweep_table
+from workbench.world.cases import load_edit_cases
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_write_comparison_checks_every_file_before_writing_any(tmp_path):
 def test_a_sweep_refuses_a_case_too_long_for_the_context_before_any_layer(tiny_bridge, tiny_world, cases):
     import dataclasses
 
-    from workbench.evaluation.cases import Probe
+    from workbench.core.cases import Probe
 
     long_probe = Probe("Karo Velin was born in" + " and then" * 80, "Dusmor")
     too_long = dataclasses.replace(cases[0], paraphrases=(*cases[0].paraphrases, long_probe))

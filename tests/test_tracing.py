@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tests.conftest import installed_hook_count
-from workbench.evaluation.cases import parse_cases
+from workbench.core.cases import parse_cases
+from workbench.core.sites import stream_hook
 from workbench.model.tokens import encode_prompt, encode_target, subject_token_span
 from workbench.tracing.average import average_trace, known_facts
 from workbench.tracing.cases import facts_from_cases
@@ -13,7 +14,6 @@ from workbench.tracing.groups import TOKEN_GROUPS, grouped, token_groups
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
 from workbench.tracing.plots import plot_average, plot_trace
 from workbench.tracing.trace import (
-    KIND_HOOKS,
     TraceConfig,
     embedding_noise,
     layer_window,
@@ -58,7 +58,7 @@ def reference_grid(model, prompt, subject, answer, kind, config, seed):
 
                 hooks = [("hook_embed", corrupt)]
                 for restored in layer_window(layer, width, n_layers):
-                    name = KIND_HOOKS[kind].format(layer=restored)
+                    name = stream_hook(kind, restored)
 
                     def restore(act, hook, name=name, position=position):
                         act[:, position] = cache[name][:, position]
@@ -90,7 +90,7 @@ def test_whole_subject_restorations_equal_a_per_sample_loop(tiny_bridge, fact, t
     answer_token = encode_target(tiny_bridge.tokenizer, answer)[0]
     _, cache = tiny_bridge.run_with_cache(tokens)
     for layer in range(tiny_bridge.cfg.n_layers):
-        name = KIND_HOOKS["resid"].format(layer=layer)
+        name = stream_hook("resid", layer)
         total = 0.0
         for sample in range(CONFIG.samples):
             def corrupt(embed, hook, sample=sample):
@@ -180,7 +180,7 @@ def test_bad_trace_inputs_give_clear_errors(tiny_bridge):
 
 
 def test_benchmark_grids_agree_with_transformer_lens_patching(tiny_bridge, fact):
-    from workbench.tracing.bench import bench_tracing
+    from workbench.app.trace_bench import bench_tracing
 
     result = bench_tracing(tiny_bridge, *fact, config=TraceConfig(samples=2, window=2), repeats=1)
     assert result["max_abs_difference"] < 1e-5

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.editing.edit import EditRequest
+from workbench.core.edit import EditRequest
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams, MendHparams, RomeHparams
 from workbench.editing.mend import compute_mend_edit, edit_gradients, edited_sites, new_network

@@ -1,6 +1,6 @@
 """The knowledge-editing workbench: locate and edit factual knowledge in transformer language models.
 
-The public surface (``workbench.api``) is importable from here, loaded on first use so that
+The public surface (``workbench.app.api``) is importable from here, loaded on first use so that
 ``import workbench`` stays cheap: ``load_model``, ``world_of``, ``edit_cases``, ``read_cases``,
 ``predict``, ``trace``, ``locate``, ``edit``, ``evaluate``, ``export``, ``commit``,
 ``applied_edits``, ``EditRequest``, ``Edit``.
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-_PUBLIC = {
-    "load_model": "workbench.api", "world_of": "workbench.api", "edit_cases": "workbench.api",
-    "predict": "workbench.api", "trace": "workbench.api", "locate": "workbench.api", "edit": "workbench.api",
-    "evaluate": "workbench.api", "export": "workbench.api",
-    "read_cases": "workbench.evaluation.cases", "EditRequest": "workbench.editing.edit",
-    "Edit": "workbench.editing.edit", "commit": "workbench.editing.edit", "applied_edits": "workbench.editing.edit",
-}
+_API = ("load_model", "world_of", "edit_cases", "predict", "trace", "locate", "edit", "evaluate", "export")
+_PUBLIC = {**dict.fromkeys(_API, "workbench.app.api"), "read_cases": "workbench.core.cases",
+           **dict.fromkeys(("EditRequest", "Edit", "commit", "applied_edits"), "workbench.core.edit")}
 
 __all__ = sorted(_PUBLIC)
 

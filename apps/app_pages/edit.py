@@ -5,10 +5,10 @@ import math
 
 import streamlit as st
 
-from workbench.dashboard import ui
-from workbench.dashboard.activations import activation_change_figure, site_figure
-from workbench.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
-from workbench.editing.edit import applied_edits
+from workbench.app.dashboard import ui
+from workbench.app.dashboard.activations import activation_change_figure, site_figure
+from workbench.app.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
+from workbench.core.edit import applied_edits
 from workbench.editing.editor import METHODS
 from workbench.tracing.plots import trace_figure
 

@@ -5,7 +5,8 @@ import json
 
 import streamlit as st
 
-from workbench.dashboard import ui
+from workbench.app.dashboard import ui
+from workbench.core.io import json_safe
 from workbench.editing.editor import METHODS
 from workbench.evaluation.compare import (
     compare_methods,
@@ -15,7 +16,6 @@ from workbench.evaluation.compare import (
     parse_method_specs,
     scores_table,
 )
-from workbench.io import json_safe
 
 st.header("Evaluate")
 shared = ui.shared_model()

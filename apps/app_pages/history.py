@@ -3,8 +3,8 @@ model directory."""
 
 import streamlit as st
 
-from workbench.dashboard import ui
-from workbench.dashboard.session import export_root
+from workbench.app.dashboard import ui
+from workbench.app.dashboard.session import export_root
 
 st.header("History")
 shared = ui.shared_model()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from workbench.dashboard import ui
+from workbench.app.dashboard import ui
 from workbench.model.presets import PRESETS
 
 st.header("Model")

@@ -4,12 +4,13 @@ trace averaged over many known facts."""
 import streamlit as st
 import torch
 
-from workbench.dashboard import ui
+from workbench.app.dashboard import ui
+from workbench.core.sites import STREAM_HOOKS
 from workbench.tracing.average import average_trace
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
 from workbench.tracing.plots import average_figure, trace_figure
-from workbench.tracing.trace import KIND_HOOKS, TraceConfig, trace_fact
+from workbench.tracing.trace import TraceConfig, trace_fact
 
 st.header("Causal tracing")
 shared = ui.shared_model()
@@ -22,7 +23,7 @@ samples = columns[0].number_input("noise samples", 1, 100, 10, key="trace_sample
 noise_scale = columns[1].number_input("noise scale (× embedding std)", 0.1, 20.0, 3.0, key="trace_noise")
 window = columns[2].number_input("MLP/attention window (layers)", 1, shared.model.cfg.n_layers,
                                   min(10, shared.model.cfg.n_layers), key="trace_window")
-kinds = columns[3].multiselect("restore", list(KIND_HOOKS), list(KIND_HOOKS), key="trace_kinds")
+kinds = columns[3].multiselect("restore", list(STREAM_HOOKS), list(STREAM_HOOKS), key="trace_kinds")
 seed = st.number_input("seed", 0, 2**31 - 1, 0, key="trace_seed")
 
 if st.button("Run trace", key="trace_run", type="primary"):

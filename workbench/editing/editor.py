@@ -17,15 +17,15 @@ from pathlib import Path
 
 from torch import Tensor
 
-from workbench.editing.edit import Edit, EditRequest, stamped
+from workbench.core.cases import EditCase
+from workbench.core.edit import Edit, EditRequest, stamped
+from workbench.core.io import read_text_file
 from workbench.editing.finetune import compute_finetune_edit
 from workbench.editing.hparams import FinetuneHparams, IkeHparams, MendHparams, RomeHparams
 from workbench.editing.ike import DemonstrationRetriever, compute_ike_edit
 from workbench.editing.key_stats import key_second_moment
 from workbench.editing.mend import compute_mend_edit, load_mend
 from workbench.editing.rome import compute_rome_edit
-from workbench.evaluation.cases import EditCase
-from workbench.io import read_text_file
 from workbench.model.architecture import mlp_output_site
 from workbench.model.tokens import encode_prompt, encode_target, require_fits_context
 from workbench.tracing.locator import locate_from_trace

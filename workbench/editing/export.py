@@ -19,8 +19,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workbench.editing.edit import Edit, add_to_weight, checked_weights, require_weight_edits
-from workbench.io import staged_directory
+from workbench.core.edit import Edit, add_to_weight, checked_weights, require_weight_edits
+from workbench.core.io import staged_directory
 from workbench.model.sources import COMPANION_FILES
 
 EDITS_FILE = "edits.json"

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from workbench.editing.edit import Edit, EditRequest, WeightDelta, delta_hooks
+from workbench.core.edit import Edit, EditRequest, WeightDelta, delta_hooks
 from workbench.editing.hparams import FinetuneHparams
 from workbench.model.architecture import mlp_output_site
 from workbench.model.frozen import frozen_weights

@@ -48,9 +48,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from workbench.editing.edit import Edit, EditRequest
+from workbench.core.cases import EditCase
+from workbench.core.edit import Edit, EditRequest
+from workbench.core.sites import stream_hook
 from workbench.editing.hparams import IkeHparams
-from workbench.evaluation.cases import EditCase
 from workbench.model.hooks import hooks_suspended
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.model.tokens import encode_prompt, pad_id_of, pad_right
@@ -148,7 +149,7 @@ def world_pool(world: World, seed: int) -> list[PoolEntry]:
 def sentence_embeddings(model, texts: list[str], batch_size: int = 128) -> Tensor:
     """``[n_texts, d_model]`` unit vectors: the final layer's residual stream, mean-pooled over
     each text's tokens (BOS excluded, where the tokenizer has one)."""
-    hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hook = stream_hook("resid", model.cfg.n_layers - 1)
     pad = pad_id_of(model.tokenizer)
     rows = []
     for begin in range(0, len(texts), batch_size):

@@ -24,11 +24,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.editing.fingerprint import model_fingerprint, tensor_digest, texts_fingerprint
-from workbench.io import write_text_atomic
-from workbench.model.architecture import KEY_HOOK
+from workbench.core.fingerprint import model_fingerprint, tensor_digest, texts_fingerprint
+from workbench.core.io import write_text_atomic
+from workbench.core.paths import cache_root, shipped_root
+from workbench.core.sites import KEY_HOOK
 from workbench.model.hooks import hooks_suspended
-from workbench.model.store import cache_root, shipped_root
 
 
 def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:

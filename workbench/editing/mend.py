@@ -55,13 +55,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from workbench.editing.edit import Edit, EditRequest, WeightDelta
-from workbench.editing.fingerprint import model_fingerprint, texts_fingerprint
+from workbench.core.edit import Edit, EditRequest, WeightDelta
+from workbench.core.fingerprint import model_fingerprint, texts_fingerprint
+from workbench.core.io import staged_directory
+from workbench.core.paths import cache_root, shipped_root
+from workbench.core.sites import EditSite, site_module
 from workbench.editing.hparams import MendHparams
-from workbench.io import staged_directory
-from workbench.model.architecture import EditSite, mlp_input_sites, mlp_output_site, site_module
+from workbench.model.architecture import mlp_input_sites, mlp_output_site
 from workbench.model.frozen import frozen_weights
-from workbench.model.store import cache_root, shipped_root
 from workbench.model.tokens import encode_prompt, encode_target
 
 WEIGHTS_FILE = "mend.safetensors"

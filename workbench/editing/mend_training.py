@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from workbench.editing.edit import EditRequest, delta_hooks
+from workbench.core.cases import EditCase
+from workbench.core.edit import EditRequest, delta_hooks
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
-from workbench.evaluation.cases import EditCase
 from workbench.model.frozen import frozen_weights
 from workbench.model.record_corpus import true_facts
 from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right

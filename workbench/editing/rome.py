@@ -54,10 +54,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.editing.edit import Edit, EditRequest, WeightDelta
+from workbench.core.edit import Edit, EditRequest, WeightDelta
+from workbench.core.sites import EditSite
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.key_stats import key_second_moment
-from workbench.model.architecture import EditSite, mlp_output_site, plain_view
+from workbench.model.architecture import mlp_output_site, plain_view
 from workbench.model.frozen import frozen_weights
 from workbench.model.hooks import active_hook_count
 from workbench.model.tokens import (

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from workbench.core.cases import EditCase
+from workbench.core.io import refuse_existing, write_json, write_text_atomic
+from workbench.core.plotting import plt, save_figure
+from workbench.core.progress import Progress, reported
 from workbench.editing.editor import HPARAMS_DIR, LAYER_METHODS, METHODS, Editor
-from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import FLUENCY_TOKENS, measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
-from workbench.io import refuse_existing, write_json, write_text_atomic
-from workbench.plotting import plt, save_figure
-from workbench.progress import Progress, reported
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.evaluation.cases import EditCase, Probe
+from workbench.core.cases import EditCase, Probe
 from workbench.evaluation.fluency import greedy_continuation, ngram_entropy
 from workbench.model.tokens import encode_prompt, encode_target, logits_of, pad_id_of, pad_right, score_targets
 

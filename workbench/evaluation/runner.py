@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from workbench.editing.edit import Edit
-from workbench.evaluation.cases import EditCase
+from workbench.core.cases import EditCase
+from workbench.core.edit import Edit
+from workbench.core.io import json_safe, refuse_existing, write_json, write_text_atomic
+from workbench.core.progress import Progress, reported
 from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure, protocol_metrics
 from workbench.evaluation.protocol import protocol_scores
-from workbench.io import json_safe, refuse_existing, write_json, write_text_atomic
-from workbench.progress import Progress, reported
 
 HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from workbench.core.cases import EditCase
+from workbench.core.plotting import plt, save_figure
 from workbench.editing.editor import Editor
-from workbench.evaluation.cases import EditCase
 from workbench.evaluation.runner import evaluate, format_metric
 from workbench.model.tokens import require_fits_context
-from workbench.plotting import plt, save_figure
 
 SWEEP_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
 SCORED_METRICS = ("efficacy", "paraphrase", "neighborhood")

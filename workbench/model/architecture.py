@@ -22,11 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM
 
-KEY_HOOK = "blocks.{layer}.mlp.hook_post"
-OUTPUT_HOOK = "blocks.{layer}.hook_mlp_out"
-
-
-INPUT_HOOKS = {"in": "blocks.{layer}.mlp.in.hook_{end}", "gate": "blocks.{layer}.mlp.gate.hook_{end}"}
+from workbench.core.sites import INPUT_HOOKS, KEY_HOOK, OUTPUT_HOOK, EditSite, hf_model_of
 
 
 @dataclass(frozen=True)
@@ -47,29 +43,12 @@ ARCHITECTURES: dict[str, MlpLayout] = {
 }
 
 
-@dataclass(frozen=True)
-class EditSite:
-    """Where an edit goes: one MLP projection weight of one layer, how it is laid out, and the hooks
-    that read its key (input) and its output."""
-
-    layer: int
-    module: str
-    orientation: str
-    key_hook: str
-    output_hook: str
-
-
 def layout_for(model_type: str) -> MlpLayout:
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
         raise ValueError(f"architecture {model_type!r} is not in the architecture map; "
                          f"supported: {sorted(ARCHITECTURES)}") from None
-
-
-def hf_model_of(bridge) -> torch.nn.Module:
-    """The Hugging Face model a TransformerBridge wraps (shares its weights)."""
-    return bridge.original_model
 
 
 def plain_view(bridge) -> torch.nn.Module:
@@ -116,7 +95,3 @@ def mlp_input_sites(bridge, layer: int) -> list[EditSite]:
                      INPUT_HOOKS[name].format(layer=layer, end="in"), INPUT_HOOKS[name].format(layer=layer, end="out"))
             for name, module in layout.inputs.items()]
 
-
-def site_module(bridge, site: EditSite) -> torch.nn.Module:
-    """The module whose ``weight`` (and ``bias``, if any) the site names."""
-    return hf_model_of(bridge).get_submodule(site.module)

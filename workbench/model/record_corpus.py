@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
-from workbench.evaluation.cases import EditCase
+from workbench.core.cases import EditCase
 from workbench.world import CorpusConfig
 from workbench.world.corpus import NEW_FACT_PREFIX, PROMPT_PREFIX
 from workbench.world.facts import statement

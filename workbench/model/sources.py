@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from workbench.evaluation.cases import EditCase, read_cases
+from workbench.core.cases import EditCase, read_cases
 from workbench.model.presets import Recipe
 from workbench.model.recall import fact_recall
 from workbench.model.record_corpus import record_rounds, true_facts

@@ -19,14 +19,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.evaluation.cases import read_cases
-from workbench.io import staged_directory
+from workbench.core.cases import read_cases
+from workbench.core.io import staged_directory
+from workbench.core.paths import cache_root, shipped_root
 from workbench.model.precision import machine_description, machine_recipe
 from workbench.model.presets import Recipe, preset
 from workbench.model.sources import RecordSource, WorldSource, file_digest
@@ -34,15 +34,6 @@ from workbench.model.training import REPORT_FILE, train_model
 
 MANIFEST_FILE = "workbench.json"
 BASE_FILES = ("config.json", "model.safetensors", "tokenizer.json", REPORT_FILE, MANIFEST_FILE)
-SHIPPED_ROOT = Path(__file__).with_name("shipped")
-
-
-def cache_root() -> Path:
-    """``$WORKBENCH_CACHE``, else ``$XDG_CACHE_HOME/knowledge-workbench``, else ``~/.cache/...``."""
-    if os.environ.get("WORKBENCH_CACHE"):
-        return Path(os.environ["WORKBENCH_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "knowledge-workbench"
 
 
 def model_dir_name(recipe: Recipe) -> str:
@@ -51,11 +42,6 @@ def model_dir_name(recipe: Recipe) -> str:
 
 def cached_model_dir(recipe: Recipe) -> Path:
     return cache_root() / "models" / model_dir_name(recipe)
-
-
-def shipped_root() -> Path:
-    """The package's read-only directory of shipped models and editors (``SHIPPED_ROOT``)."""
-    return SHIPPED_ROOT
 
 
 def shipped_model_dir(recipe: Recipe) -> Path:

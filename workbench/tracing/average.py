@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from workbench.core.progress import Progress, reported
 from workbench.model.tokens import score_targets
-from workbench.progress import Progress, reported
 from workbench.tracing.groups import TOKEN_GROUPS, grouped
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
 

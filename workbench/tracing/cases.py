@@ -1,11 +1,12 @@
-"""Facts to trace: from an edit-case file (any format ``evaluation.cases`` reads) or a model's world."""
+"""Facts to trace: from an edit-case file (any format ``core.cases`` reads) or a model's world."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.evaluation.cases import EditCase, load_edit_cases
+from workbench.core.cases import EditCase
 from workbench.world import World
+from workbench.world.cases import load_edit_cases
 
 
 def facts_from_cases(cases: list[EditCase]) -> list[dict]:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.model.architecture import EditSite, mlp_output_site
+from workbench.core.sites import EditSite
+from workbench.model.architecture import mlp_output_site
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS, grouped
 from workbench.tracing.trace import TraceResult
 

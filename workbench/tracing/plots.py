@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from workbench.plotting import plt, save_figure
+from workbench.core.plotting import plt, save_figure
 from workbench.tracing.average import AverageTrace
 from workbench.tracing.groups import TOKEN_GROUPS
 from workbench.tracing.trace import TraceResult

@@ -27,14 +27,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.core.sites import EMBED_HOOK, STREAM_HOOKS, stream_hook
 from workbench.model.tokens import encode_prompt, encode_target, require_fits_context, subject_token_span
-
-KIND_HOOKS = {
-    "resid": "blocks.{layer}.hook_resid_post",
-    "mlp": "blocks.{layer}.hook_mlp_out",
-    "attn": "blocks.{layer}.hook_attn_out",
-}
-EMBED_HOOK = "hook_embed"
 
 
 @dataclass(frozen=True)
@@ -46,9 +40,9 @@ class TraceConfig:
     row_budget: int = 512
 
     def __post_init__(self):
-        unknown = set(self.kinds) - set(KIND_HOOKS)
+        unknown = set(self.kinds) - set(STREAM_HOOKS)
         if unknown or not self.kinds:
-            raise ValueError(f"kinds must be a non-empty subset of {sorted(KIND_HOOKS)}, got {self.kinds}")
+            raise ValueError(f"kinds must be a non-empty subset of {sorted(STREAM_HOOKS)}, got {self.kinds}")
         if self.samples < 1 or self.window < 1 or self.row_budget < 1:
             raise ValueError("samples, window and row_budget must all be at least 1")
         if not self.noise_scale > 0:
@@ -143,7 +137,7 @@ def _restore_hooks(chunk_restores, clean: dict[str, Tensor], device) -> list:
     targets: dict[str, tuple[list[int], list[int]]] = {}
     for row, (kind, layers, restored_positions) in enumerate(chunk_restores):
         for layer in layers:
-            rows_list, positions = targets.setdefault(KIND_HOOKS[kind].format(layer=layer), ([], []))
+            rows_list, positions = targets.setdefault(stream_hook(kind, layer), ([], []))
             rows_list.extend([row] * len(restored_positions))
             positions.extend(restored_positions)
 
@@ -211,7 +205,7 @@ def trace_fact(model, prompt: str, subject: str, answer: str | None = None, conf
     """
     config = config or TraceConfig()
     require_fits_context(model, model.tokenizer, [prompt], [answer or ""])
-    hook_names = [KIND_HOOKS[k].format(layer=layer) for k in config.kinds for layer in range(model.cfg.n_layers)]
+    hook_names = [stream_hook(k, layer) for k in config.kinds for layer in range(model.cfg.n_layers)]
     run = _clean_run(model, prompt, subject, answer, hook_names, config,
                      generator or torch.Generator().manual_seed(0))
     n_layers, n_tokens = model.cfg.n_layers, run.tokens.shape[0]
@@ -247,7 +241,7 @@ def whole_subject_restorations(model, prompt: str, subject: str, answer: str | N
     the last one."""
     config = config or TraceConfig()
     n_layers = model.cfg.n_layers
-    hook_names = [KIND_HOOKS["resid"].format(layer=layer) for layer in range(n_layers)]
+    hook_names = [stream_hook("resid", layer) for layer in range(n_layers)]
     run = _clean_run(model, prompt, subject, answer, hook_names, config,
                      generator or torch.Generator().manual_seed(0))
     subject_positions = list(range(*run.span))

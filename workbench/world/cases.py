@@ -21,7 +21,9 @@ Answers carry no leading space; prompts never end in a space.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from workbench.core.cases import EditCase, parse_cases, read_cases
 from workbench.world.facts import World
 from workbench.world.relations import RELATIONS, relation
 
@@ -145,3 +147,15 @@ def export_edit_cases(world: World, split: str | None = None, seed: int = 0) -> 
 def edit_triples(world: World, seed: int = 0) -> set[tuple[str, str, str]]:
     """``(subject, relation, target_new)`` of every exported case: never stated in the corpus."""
     return {(c["subject"], c["relation"], c["target_new"]) for c in all_edit_cases(world, seed)}
+
+
+def load_edit_cases(cases_file: str | Path | None, world: World | None) -> list[EditCase]:
+    """The cases of ``cases_file`` (any format above), else the test split of the model's world."""
+    if cases_file is not None:
+        cases = read_cases(cases_file)
+        if not cases:
+            raise ValueError(f"{cases_file} has no edit case to use (it holds none, or every record was left out)")
+        return cases
+    if world is None:
+        raise ValueError("this model has no fact world: pass --cases FILE")
+    return parse_cases(export_edit_cases(world, "test"), "the world's test split")

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.editing.edit import EditRequest
+from workbench.core.cases import EditCase
+from workbench.core.edit import EditRequest
 from workbench.editing.editor import Editor
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.key_stats import compute_key_second_moment
@@ -30,7 +31,6 @@ from workbench.editing.rome import (
     value_batch,
     value_weight_decay,
 )
-from workbench.evaluation.cases import EditCase
 from workbench.evaluation.metrics import measure
 from workbench.model.architecture import mlp_output_site
 from workbench.model.frozen import frozen_weights

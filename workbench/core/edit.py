@@ -32,8 +32,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.editing.fingerprint import tensor_digest
-from workbench.model.architecture import EditSite, site_module
+from workbench.core.fingerprint import tensor_digest
+from workbench.core.sites import EditSite, site_module
 
 
 @dataclass(frozen=True)

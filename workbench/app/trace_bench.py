@@ -16,9 +16,9 @@ import time
 import torch
 from transformer_lens import patching
 
+from workbench.core.sites import EMBED_HOOK
 from workbench.model.tokens import encode_prompt, encode_target, subject_token_span
 from workbench.tracing.trace import (
-    EMBED_HOOK,
     TraceConfig,
     corruption_hook,
     embedding_noise,

@@ -7,8 +7,8 @@ measures them in the model's current state (plain, or inside ``edit.applied``);
 
 from __future__ import annotations
 
-from workbench.editing.edit import EditRequest
-from workbench.evaluation.cases import EditCase
+from workbench.core.cases import EditCase
+from workbench.core.edit import EditRequest
 from workbench.model.tokens import score_targets, top_next_tokens
 
 PROBE_KINDS = (("paraphrase", "paraphrases"), ("neighbour", "neighbours"), ("reverse", "reverse"),

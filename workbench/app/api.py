@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from workbench.editing.edit import Edit, EditRequest
+from workbench.core.cases import EditCase, parse_cases
+from workbench.core.edit import Edit, EditRequest
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
-from workbench.evaluation.cases import EditCase, parse_cases
 from workbench.evaluation.runner import evaluate as run_evaluation
 from workbench.model import loading
 from workbench.model.tokens import top_next_tokens

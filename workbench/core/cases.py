@@ -21,9 +21,8 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workbench.editing.edit import EditRequest
-from workbench.io import read_text_file
-from workbench.world import World, export_edit_cases
+from workbench.core.edit import EditRequest
+from workbench.core.io import read_text_file
 
 
 @dataclass(frozen=True)
@@ -215,15 +214,3 @@ def read_cases(path: str | Path) -> list[EditCase]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
     return parse_cases(records, str(path))
-
-
-def load_edit_cases(cases_file: str | Path | None, world: World | None) -> list[EditCase]:
-    """The cases of ``cases_file`` (any format above), else the test split of the model's world."""
-    if cases_file is not None:
-        cases = read_cases(cases_file)
-        if not cases:
-            raise ValueError(f"{cases_file} has no edit case to use (it holds none, or every record was left out)")
-        return cases
-    if world is None:
-        raise ValueError("this model has no fact world: pass --cases FILE")
-    return parse_cases(export_edit_cases(world, "test"), "the world's test split")

@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import api
-from workbench.editing.edit import Edit, applied_edits
+from workbench.app import api
+from workbench.core.edit import Edit, applied_edits
+from workbench.core.paths import cache_root
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
 from workbench.model.loading import statistics_corpus, training_facts
-from workbench.model.store import cache_root
 from workbench.world import World
 
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from workbench.editing.edit import Edit, applied_edits
-from workbench.model.architecture import site_module
+from workbench.core.edit import Edit, applied_edits
+from workbench.core.plotting import plt
+from workbench.core.sites import site_module, stream_hook
 from workbench.model.tokens import encode_prompt, subject_token_span
-from workbench.plotting import plt
 
-CHANGE_HOOKS = {"resid": "blocks.{layer}.hook_resid_post", "mlp": "blocks.{layer}.hook_mlp_out"}
+CHANGE_KINDS = ("resid", "mlp")
 CHANGE_TITLES = {"resid": "change of the residual stream", "mlp": "change of the MLP output"}
 
 
@@ -81,12 +81,12 @@ def activation_change(model, prompt: str, edit: Edit, base_edits: Sequence[Edit]
     n = shared_suffix_length(plain[1:] if tokenizer.bos_token_id is not None else plain, edited)
     if n == 0:
         raise ValueError("the edit's context changes how every token of the prompt is tokenised: nothing to align")
-    names = [hook.format(layer=layer) for hook in CHANGE_HOOKS.values() for layer in range(model.cfg.n_layers)]
+    names = [stream_hook(kind, layer) for kind in CHANGE_KINDS for layer in range(model.cfg.n_layers)]
     before = _cached(model, plain, names, base_edits)
     after = _cached(model, edited, names, [*base_edits, edit])
     changes = {}
-    for kind, hook in CHANGE_HOOKS.items():
-        columns = [(after[hook.format(layer=layer)][-n:] - before[hook.format(layer=layer)][-n:]).norm(dim=-1)
+    for kind in CHANGE_KINDS:
+        columns = [(after[stream_hook(kind, layer)][-n:] - before[stream_hook(kind, layer)][-n:]).norm(dim=-1)
                    for layer in range(model.cfg.n_layers)]
         changes[kind] = torch.stack(columns, dim=1).numpy()
     return ActivationChange([tokenizer.decode([t]) for t in plain[-n:]], changes)

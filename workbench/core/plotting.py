@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from workbench.io import give_default_permissions, refuse_existing  # noqa: E402
+from workbench.core.io import give_default_permissions, refuse_existing  # noqa: E402
 
 
 def figure_paths(path: str | Path) -> list[Path]:

@@ -6,15 +6,16 @@ import dataclasses
 import json
 from pathlib import Path
 
-from workbench.editing.bench import bench_mend, bench_rome
-from workbench.editing.edit import EditRequest
+from workbench.app.edit_bench import bench_mend, bench_rome
+from workbench.app.report import format_before_after, predictions, probe_prompts
+from workbench.core.cases import EditCase, parse_cases
+from workbench.core.edit import EditRequest
+from workbench.core.fingerprint import model_fingerprint
+from workbench.core.io import refuse_existing
 from workbench.editing.editor import LAYER_METHODS, Editor, method_hparams
 from workbench.editing.export import check_export_target, export_edited_model
-from workbench.editing.fingerprint import model_fingerprint
 from workbench.editing.mend import default_checkpoint_dir, found_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend
-from workbench.editing.report import format_before_after, predictions, probe_prompts
-from workbench.evaluation.cases import EditCase, load_edit_cases, parse_cases
 from workbench.evaluation.compare import (
     compare_methods,
     comparison_table,
@@ -24,10 +25,10 @@ from workbench.evaluation.compare import (
 )
 from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, result_files, write_results
-from workbench.io import refuse_existing
 from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus, training_facts
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.world import World, export_edit_cases
+from workbench.world.cases import load_edit_cases
 
 
 def stats_file(args) -> str | Path | None:

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.editing.commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
+from workbench.app.edit_commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
+from workbench.app.trace_commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
+from workbench.core.io import write_json
 from workbench.editing.editor import LAYER_METHODS, METHODS
-from workbench.io import write_json
 from workbench.model.precision import PRECISIONS
 from workbench.model.presets import PRESETS, preset
-from workbench.tracing.commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
 
 
 def cmd_model_build(args) -> int:
@@ -50,7 +50,7 @@ def cmd_model_build(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from workbench.dashboard.launch import run_dashboard
+    from workbench.app.dashboard.launch import run_dashboard
 
     run_dashboard(args.model, args.port, args.headless, args.address)
     return 0
@@ -90,7 +90,7 @@ def cmd_world_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from workbench.demo import run_demo
+    from workbench.app.demo import run_demo
     from workbench.model.loading import load_model_and_world
 
     bridge, world = load_model_and_world(args.model)

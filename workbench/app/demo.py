@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.app.report import format_before_after, predictions, probe_prompts
+from workbench.core.cases import EditCase, parse_cases
+from workbench.core.fingerprint import model_fingerprint
+from workbench.core.io import refuse_existing
+from workbench.core.plotting import figure_paths
 from workbench.editing.editor import Editor
-from workbench.editing.fingerprint import model_fingerprint
-from workbench.editing.report import format_before_after, predictions, probe_prompts
-from workbench.evaluation.cases import EditCase, parse_cases
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.evaluation.runner import HEADLINE_METRICS
-from workbench.io import refuse_existing
 from workbench.model.tokens import score_targets, top_next_tokens
-from workbench.plotting import figure_paths
 from workbench.tracing.locator import locate_from_trace
 from workbench.tracing.plots import plot_trace
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from workbench.dashboard.launch import dashboard_environment, streamlit_command
+from workbench.app.dashboard.launch import dashboard_environment, streamlit_command
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

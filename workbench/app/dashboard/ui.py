@@ -15,15 +15,15 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from workbench import api
-from workbench.dashboard.launch import MODEL_ENV
-from workbench.dashboard.session import EditHistory, SharedModel
-from workbench.editing.edit import EditRequest
+from workbench.app import api
+from workbench.app.dashboard.launch import MODEL_ENV
+from workbench.app.dashboard.session import EditHistory, SharedModel
+from workbench.core.cases import EditCase
+from workbench.core.edit import EditRequest
+from workbench.core.progress import Progress
 from workbench.editing.editor import LAYER_METHODS, method_hparams
-from workbench.evaluation.cases import EditCase
 from workbench.model.info import model_info
 from workbench.model.tokens import top_next_tokens
-from workbench.progress import Progress
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -78,7 +78,7 @@ def shown_errors() -> Iterator[None]:
 
 
 def progress_bar() -> Progress:
-    """A progress callback (``workbench.progress``) drawing a Streamlit progress bar."""
+    """A progress callback (``workbench.core.progress``) drawing a Streamlit progress bar."""
     bar = st.progress(0.0)
 
     def report(description: str, done: int, total: int) -> None:

@@ -6,11 +6,11 @@ import json
 
 import torch
 
-from workbench.io import refuse_existing, write_json
+from workbench.app.trace_bench import bench_tracing
+from workbench.core.io import refuse_existing, write_json
+from workbench.core.plotting import figure_paths
 from workbench.model.loading import load_model_and_world, statistics_corpus
-from workbench.plotting import figure_paths
 from workbench.tracing.average import average_trace
-from workbench.tracing.bench import bench_tracing
 from workbench.tracing.cases import load_facts
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
 from workbench.tracing.plots import plot_average, plot_trace
@@ -105,8 +105,8 @@ def _sweep_layers(text: str | None, n_layers: int) -> list[int]:
 
 def _location_by_sweep(args, bridge, world) -> dict:
     from workbench.editing.editor import Editor
-    from workbench.evaluation.cases import load_edit_cases
     from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep
+    from workbench.world.cases import load_edit_cases
 
     cases = load_edit_cases(args.cases, world)[: args.sweep_cases]
     editor = Editor(bridge, args.method, args.hparams, world, statistics_corpus(args.stats_corpus, args.model))

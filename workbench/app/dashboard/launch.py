@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
-APP = Path(__file__).resolve().parents[2] / "apps" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "apps" / "app.py"
 
 
 def app_path() -> Path:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.dashboard.activations import ActivationChange, SiteChange, activation_change, site_changes
-from workbench.editing.edit import Edit, applied_edits
-from workbench.editing.report import predictions, probe_prompts
-from workbench.evaluation.cases import EditCase
+from workbench.app.dashboard.activations import ActivationChange, SiteChange, activation_change, site_changes
+from workbench.app.report import predictions, probe_prompts
+from workbench.core.cases import EditCase
+from workbench.core.edit import Edit, applied_edits
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
 
