@@ -26,6 +26,7 @@ from workbench.editing.mend import (
     site_shape,
 )
 from workbench.editing.mend_training import edit_losses, train_mend, training_edits, validation_loss
+from workbench.editing.target_loss import target_batch
 from workbench.evaluation.compare import compare_methods, label_directory, parse_method_specs
 from workbench.model.tokens import encode_prompt, encode_target
 from workbench.world.cases import load_edit_cases
@@ -92,14 +93,10 @@ def test_the_pairs_are_the_gradient_of_the_edit_loss_with_respect_to_the_weight(
     assert [site.module.rsplit(".", 1)[1] for site in sites] == [name for _ in range(2) for name in (
         ["c_fc", "c_proj"] if "in" in matrices else ["c_proj"])]
     pairs = edit_gradients(tiny_bridge, request, sites)
-    prompt = encode_prompt(tiny_bridge.tokenizer, request.prompt)
-    target = encode_target(tiny_bridge.tokenizer, request.target_new)
-    tokens = torch.tensor([prompt + target[:-1]])
+    batch = target_batch(tiny_bridge.tokenizer, [request.prompt], request.target_new, "cpu")
     changes = [torch.zeros(site_shape(tiny_bridge, site), requires_grad=True) for site in sites]
     with tiny_bridge.hooks(fwd_hooks=delta_hooks([WeightDelta.dense(s, c) for s, c in zip(sites, changes)])):
-        log_probs = tiny_bridge(tokens)[0].float().log_softmax(-1)
-    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target))
-    nll = -log_probs[positions, torch.tensor(target)].mean()
+        nll = batch.nll(tiny_bridge(batch.tokens))
     for grad, (keys, output_grads) in zip(torch.autograd.grad(nll, changes), pairs):
         assert torch.allclose(keys.T @ output_grads, grad, atol=1e-6)
         assert grad.abs().max() > 0

@@ -115,7 +115,7 @@ def _authors_loss(objective: ValueObjective, delta):
     batch = objective.batch
     log_probs = objective.logits(delta).float().log_softmax(-1)
     edit_rows = torch.arange(batch.n_edit, device=delta.device).unsqueeze(1)
-    nll = -log_probs[:batch.n_edit][edit_rows, batch.target_positions, batch.target_ids].mean()
+    nll = -log_probs[:batch.n_edit][edit_rows, batch.targets.positions, batch.targets.target_ids].mean()
     kl_rows = torch.arange(len(batch.kl_positions), device=delta.device)
     kl = kl_from_original(log_probs[batch.n_edit:][kl_rows, batch.kl_positions], objective.original_kl)
     decay = value_weight_decay(delta, objective.original_output, objective.hparams.v_weight_decay)

@@ -15,9 +15,9 @@ import torch
 
 from workbench.core.edit import Edit, EditRequest, WeightDelta, delta_hooks
 from workbench.editing.hparams import FinetuneHparams
+from workbench.editing.target_loss import target_batch
 from workbench.model.architecture import mlp_output_site
 from workbench.model.frozen import frozen_weights
-from workbench.model.tokens import encode_prompt, encode_target
 
 
 def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams) -> Edit:
@@ -25,11 +25,7 @@ def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams)
     started = time.perf_counter()
     site = mlp_output_site(model, hparams.layer)
     device = model.W_E.device
-    prompt = encode_prompt(model.tokenizer, request.prompt)
-    target = encode_target(model.tokenizer, request.target_new)
-    tokens = torch.tensor([prompt + target[:-1]], device=device)
-    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target), device=device)
-    target_ids = torch.tensor(target, device=device)
+    batch = target_batch(model.tokenizer, [request.prompt], request.target_new, device)
     change = torch.zeros(model.cfg.d_mlp, model.cfg.d_model, device=device, requires_grad=True)
     delta = WeightDelta.dense(site, change)
     optimizer = torch.optim.Adam([change], lr=hparams.lr)
@@ -37,8 +33,7 @@ def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams)
     with frozen_weights(model):
         for step in range(hparams.steps):
             with model.hooks(fwd_hooks=delta_hooks([delta])):
-                log_probs = model(tokens)[0].float().log_softmax(-1)
-            nll = -log_probs[positions, target_ids].mean()
+                nll = batch.nll(model(batch.tokens))
             if not torch.isfinite(nll):
                 raise FloatingPointError(f"fine-tuning produced a loss of {nll.item()} at step {step}")
             losses.append(nll.item())

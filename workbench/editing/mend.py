@@ -61,9 +61,9 @@ from workbench.core.io import staged_directory
 from workbench.core.paths import cache_root, shipped_root
 from workbench.core.sites import EditSite, site_module
 from workbench.editing.hparams import MendHparams
+from workbench.editing.target_loss import target_batch
 from workbench.model.architecture import mlp_input_sites, mlp_output_site
 from workbench.model.frozen import frozen_weights
-from workbench.model.tokens import encode_prompt, encode_target
 
 WEIGHTS_FILE = "mend.safetensors"
 CONFIG_FILE = "mend.json"
@@ -182,11 +182,7 @@ def edit_gradients(model, request: EditRequest, sites: list[EditSite]) -> list[t
     """Per site, the keys ``[T, d_in]`` and the gradients at the site's output ``[T, d_out]`` of the
     mean NLL of ``target_new`` after the prompt, over the ``T`` tokens of prompt + target (less its
     last token). No gradient is computed for the model's parameters."""
-    device = model.W_E.device
-    prompt = encode_prompt(model.tokenizer, request.prompt)
-    target = encode_target(model.tokenizer, request.target_new)
-    tokens = torch.tensor([prompt + target[:-1]], device=device)
-    positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target), device=device)
+    batch = target_batch(model.tokenizer, [request.prompt], request.target_new, model.W_E.device)
     keys: dict[int, Tensor] = {}
     probes: dict[int, Tensor] = {}
     hooks = []
@@ -202,8 +198,7 @@ def edit_gradients(model, request: EditRequest, sites: list[EditSite]) -> list[t
 
         hooks += [(site.key_hook, read_key), (site.output_hook, add_probe)]
     with torch.enable_grad(), frozen_weights(model), model.hooks(fwd_hooks=hooks):
-        log_probs = model(tokens)[0].float().log_softmax(-1)
-        nll = -log_probs[positions, torch.tensor(target, device=device)].mean()
+        nll = batch.nll(model(batch.tokens))
         if not torch.isfinite(nll):
             raise FloatingPointError(f"MEND's edit loss is {nll.item()} before any change")
         grads = torch.autograd.grad(nll, [probes[index] for index in range(len(sites))])

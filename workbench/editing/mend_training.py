@@ -34,9 +34,9 @@ from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest, delta_hooks
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
+from workbench.editing.target_loss import target_batch
 from workbench.model.frozen import frozen_weights
 from workbench.model.record_corpus import true_facts
-from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right
 from workbench.world import World, relation
 from workbench.world.facts import statement
 
@@ -122,22 +122,19 @@ def edit_losses(model, network: MendNetwork, sites, example: TrainingEdit, neigh
     if observe:
         for index, (keys, grads) in enumerate(pairs):
             network.observe(index, keys, grads)
-    tokenizer, device = model.tokenizer, model.W_E.device
-    paraphrase = encode_prompt(tokenizer, example.paraphrase)
-    target = encode_target(tokenizer, example.request.target_new)
     statements = (example.unrelated, example.neighbour) if neighbour_locality else (example.unrelated,)
-    local = [encode_prompt(tokenizer, text) for text in statements]
-    tokens = pad_right([paraphrase + target[:-1], *local], pad_id_of(tokenizer)).to(device)
-    target_positions = torch.arange(len(paraphrase) - 1, len(paraphrase) - 1 + len(target), device=device)
-    mask = torch.zeros(len(local), tokens.shape[1], dtype=torch.bool, device=device)
-    for row, ids in enumerate(local):
-        mask[row, :len(ids)] = True
+    batch = target_batch(model.tokenizer, [example.paraphrase], example.request.target_new, model.W_E.device,
+                         others=statements)
+    mask = torch.zeros(len(statements), batch.tokens.shape[1], dtype=torch.bool, device=batch.tokens.device)
+    for row, length in enumerate(batch.lengths[1:]):
+        mask[row, :length] = True
     with torch.no_grad():
-        original = model(tokens[1:])[mask].float().log_softmax(-1)
+        original = model(batch.tokens[1:])[mask].float().log_softmax(-1)
     with model.hooks(fwd_hooks=delta_hooks(mend_deltas(network, sites, pairs))):
-        log_probs = model(tokens).float().log_softmax(-1)
-    nll = -log_probs[0, target_positions, torch.tensor(target, device=device)].mean()
-    kl = torch.nn.functional.kl_div(log_probs[1:][mask], original, log_target=True, reduction="batchmean")
+        logits = model(batch.tokens)
+    nll = batch.nll(logits)
+    kl = torch.nn.functional.kl_div(logits[1:][mask].float().log_softmax(-1), original, log_target=True,
+                                    reduction="batchmean")
     return nll, kl
 
 

@@ -58,17 +58,11 @@ from workbench.core.edit import Edit, EditRequest, WeightDelta
 from workbench.core.sites import EditSite
 from workbench.editing.hparams import RomeHparams
 from workbench.editing.key_stats import key_second_moment
+from workbench.editing.target_loss import TargetBatch, target_batch
 from workbench.model.architecture import mlp_output_site, plain_view
 from workbench.model.frozen import frozen_weights
 from workbench.model.hooks import active_hook_count
-from workbench.model.tokens import (
-    encode_prompt,
-    encode_target,
-    pad_id_of,
-    pad_right,
-    require_fits_context,
-    subject_token_span,
-)
+from workbench.model.tokens import encode_prompt, pad_id_of, pad_right, require_fits_context, subject_token_span
 
 
 def context_prefixes(texts: Sequence[str], n: int, words: int, seed: int) -> list[str]:
@@ -96,49 +90,44 @@ def keys_and_outputs(model, prompts: Sequence[str], subject: str, layer: int) ->
 
 @dataclass(frozen=True)
 class ValueBatch:
-    """The batch of ROME's value optimisation: ``n_edit`` prefixed edit prompts (each followed by
-    the target less its last token), then the KL prompts, right-padded into ``tokens [batch pos]``.
+    """The batch of ROME's value optimisation: ``targets``, the ``TargetBatch`` of the new target
+    after each of the ``n_edit`` prefixed edit prompts, with the KL prompts as its other rows.
 
     ``lookup [batch]``: the subject's last token of each row, where ``delta`` is added;
-    ``target_positions [n_edit target]``: the positions whose next token is the target's;
-    ``target_ids [target]``; ``kl_positions [n_kl]``: the last token of each KL prompt.
+    ``kl_positions [n_kl]``: the last token of each KL prompt.
     """
 
-    tokens: Int[Tensor, "batch pos"]
+    targets: TargetBatch
     lookup: Int[Tensor, " batch"]
-    n_edit: int
-    target_positions: Int[Tensor, "n_edit target"]
-    target_ids: Int[Tensor, " target"]
     kl_positions: Int[Tensor, " n_kl"]
+
+    @property
+    def tokens(self) -> Int[Tensor, "batch pos"]:
+        return self.targets.tokens
+
+    @property
+    def n_edit(self) -> int:
+        return self.targets.n_target
 
 
 def value_batch(tokenizer, request: EditRequest, hparams: RomeHparams, prefixes: Sequence[str],
                 device: torch.device | str) -> ValueBatch:
     """The ``ValueBatch`` of ``request`` with ``prefixes`` (see ``ValueBatch``)."""
-    target = encode_target(tokenizer, request.target_new)
     edit_prompts = [prefix + request.prompt for prefix in ["", *prefixes]]
     kl_prompts = [template.format(request.subject) for template in hparams.kl_prompts]
-    prompt_ids = [encode_prompt(tokenizer, p) for p in edit_prompts + kl_prompts]
-    n_edit = len(edit_prompts)
-    rows = [ids + target[:-1] if i < n_edit else ids for i, ids in enumerate(prompt_ids)]
+    targets = target_batch(tokenizer, edit_prompts, request.target_new, device, others=kl_prompts)
     lookup = _subject_last_positions(tokenizer, edit_prompts + kl_prompts, request.subject)
-    target_positions = [[len(ids) - 1 + j for j in range(len(target))] for ids in prompt_ids[:n_edit]]
-    return ValueBatch(pad_right(rows, pad_id_of(tokenizer)).to(device), torch.tensor(lookup, device=device), n_edit,
-                      torch.tensor(target_positions, device=device), torch.tensor(target, device=device),
-                      torch.tensor([len(ids) - 1 for ids in prompt_ids[n_edit:]], device=device))
+    kl_positions = [length - 1 for length in targets.lengths[len(edit_prompts):]]
+    return ValueBatch(targets, torch.tensor(lookup, device=device), torch.tensor(kl_positions, device=device))
 
 
 def read_losses(batch: ValueBatch, logits: Float[Tensor, "batch pos d_vocab"]) \
         -> tuple[Float[Tensor, "n_edit target"], Float[Tensor, "n_kl d_vocab"]]:
     """The target tokens' log-probabilities ``[n_edit, target]`` and the KL prompts' next-token
     log-distributions ``[n_kl, d_vocab]`` (log-softmax taken only where they are read)."""
-    edit_rows = torch.arange(batch.n_edit, device=logits.device).unsqueeze(1)
-    target_logits = logits[:batch.n_edit][edit_rows, batch.target_positions].float()
-    target_ids = batch.target_ids.expand(batch.n_edit, -1).unsqueeze(-1)
-    target_log_probs = target_logits.log_softmax(-1).gather(-1, target_ids).squeeze(-1)
     kl_rows = torch.arange(len(batch.kl_positions), device=logits.device)
     kl_log_probs = logits[batch.n_edit:][kl_rows, batch.kl_positions].float().log_softmax(-1)
-    return target_log_probs, kl_log_probs
+    return batch.targets.log_probs(logits), kl_log_probs
 
 
 def kl_from_original(edited: Float[Tensor, "n d_vocab"], original: Float[Tensor, "n d_vocab"]) -> Tensor:
