@@ -16,10 +16,11 @@ import dataclasses
 
 from workbench.core.cases import parse_cases
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
-from workbench.editing.editor import METHODS, Editor
+from workbench.editing.editor import Editor
+from workbench.editing.registry import METHODS
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate
 from workbench.evaluation.sweep import sweep_score, sweep_table
-from workbench.model.loading import load_model_and_world
+from workbench.model.handle import open_model
 from workbench.world import export_edit_cases
 
 
@@ -48,16 +49,17 @@ def main() -> None:
     args = parser.parse_args()
 
     refuse_existing([f"{args.out}.json", f"{args.out}.md"])
-    model, world = load_model_and_world(args.model)
+    handle = open_model(args.model)
+    model, world = handle.bridge, handle.world
     if world is None:
         raise SystemExit("the sweep edits cases of the model's fact world; this model has none")
     cases = parse_cases(export_edit_cases(world, args.split), f"the world's {args.split} split")[: args.n]
-    base = Editor(model, args.method, facts=world).hparams
+    base = Editor.for_model(handle, args.method).hparams
     if args.param not in {f.name for f in dataclasses.fields(base)}:
         raise SystemExit(f"{args.method} has no hyperparameter {args.param!r}")
     rows = []
     for value in (parse_value(text) for text in args.values.split(",")):
-        editor = Editor(model, args.method, dataclasses.replace(base, **{args.param: value}), world)
+        editor = Editor.for_model(handle, args.method, dataclasses.replace(base, **{args.param: value}))
         results, _ = evaluate(model, cases, lambda case, e=editor: e.edit_case(case, args.layer),
                               description=f"{args.param}={value}", fluency_tokens=0)
         rows.append({"value": value, **results, "score": sweep_score(results)})

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from workbench.editing.editor import Editor, method_hparams
+from workbench.editing.editor import Editor
+from workbench.editing.registry import method_hparams
 from workbench.evaluation.runner import evaluate, format_metric
-from workbench.model.loading import load_model_and_world
+from workbench.model.handle import open_model
 from workbench.world.cases import load_edit_cases
 
 METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
@@ -30,12 +31,13 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--n", type=int, default=200)
     args = parser.parse_args()
-    model, world = load_model_and_world(args.model)
+    handle = open_model(args.model)
+    model, world = handle.bridge, handle.world
     cases = load_edit_cases(None, world)[: args.n]
     print(f"| IKE variant ({len(cases)} cases) | " + " | ".join(METRICS) + " |")
     print("|---" * (len(METRICS) + 1) + "|")
     for name, overrides in VARIANTS.items():
-        editor = Editor(model, "ike", dataclasses.replace(method_hparams("ike"), **overrides), world)
+        editor = Editor.for_model(handle, "ike", dataclasses.replace(method_hparams("ike"), **overrides))
         results, _ = evaluate(model, cases, editor.edit_case, progress=False, fluency_tokens=0)
         print(f"| {name} | " + " | ".join(format_metric(results[metric]) for metric in METRICS) + " |", flush=True)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from workbench.editing.editor import Editor, method_hparams
+from workbench.editing.editor import Editor
+from workbench.editing.registry import method_hparams
 from workbench.evaluation.runner import evaluate
-from workbench.model.loading import load_model_and_world
+from workbench.model.handle import open_model
 from workbench.world.cases import load_edit_cases
 
 
@@ -25,11 +26,12 @@ def main() -> None:
     parser.add_argument("--proportions", type=int, nargs=3, default=[1, 3, 4], help="copy, update, retain")
     args = parser.parse_args()
     for reference in args.models:
-        model, world = load_model_and_world(reference)
+        handle = open_model(reference)
+        model, world = handle.bridge, handle.world
         cases = load_edit_cases(None, world)[: args.n]
         for k in args.k:
-            editor = Editor(model, "ike", dataclasses.replace(method_hparams("ike"), k=k,
-                                                                   proportions=tuple(args.proportions)), world)
+            hparams = dataclasses.replace(method_hparams("ike"), k=k, proportions=tuple(args.proportions))
+            editor = Editor.for_model(handle, "ike", hparams)
             results, _ = evaluate(model, cases, lambda case, editor=editor: editor.edit_case(case),
                                       progress=False, fluency_tokens=0)
             print(reference, k, {name: round(results[name]["mean"], 3) for name in (

@@ -18,11 +18,12 @@ import json
 
 from workbench.core.cases import read_cases
 from workbench.core.fingerprint import model_fingerprint
-from workbench.editing.editor import Editor, method_hparams
+from workbench.editing.editor import Editor
 from workbench.editing.mend import CONFIG_FILE, default_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend, validation_subjects
+from workbench.editing.registry import method_hparams
 from workbench.evaluation.runner import evaluate
-from workbench.model.loading import load_model_and_world
+from workbench.model.handle import open_model
 
 
 def main() -> None:
@@ -33,7 +34,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--hparams", default=None, help="the base hyperparameter file")
     args = parser.parse_args()
-    model, world = load_model_and_world(args.model)
+    handle = open_model(args.model)
+    model, world = handle.bridge, handle.world
     held_out = validation_subjects(world)
     cases = [case for case in read_cases(args.cases) if case.request.subject in held_out][: args.n]
     print(f"{len(cases)} cases of {len(held_out)} validation subjects", flush=True)
@@ -45,7 +47,7 @@ def main() -> None:
         else:
             network, report = train_mend(model, world, hparams, progress=False)
             save_mend(network, hparams, model_fingerprint(model), report, directory)
-        editor = Editor(model, "mend", hparams, world)
+        editor = Editor.for_model(handle, "mend", hparams)
         results, _ = evaluate(model, cases, lambda case, editor=editor: editor.edit_case(case),
                                   progress=False, fluency_tokens=0)
         print(overrides, report["train_seconds"], report["nll_kl_every_50_steps"][-1], report["kept_step"],

@@ -26,10 +26,11 @@ from workbench.app.cli import main as workbench
 from workbench.core.fingerprint import model_fingerprint, tensor_digest
 from workbench.core.io import staged_directory
 from workbench.core.paths import cache_root, shipped_root
-from workbench.editing.editor import Editor, method_hparams
+from workbench.editing.editor import Editor
 from workbench.editing.key_stats import SHIPPED_DIGESTS, key_stats_entry
 from workbench.editing.mend import found_checkpoint_dir
-from workbench.model.loading import load_model, load_world
+from workbench.editing.registry import method_hparams
+from workbench.model.handle import open_model
 from workbench.model.sources import file_digest
 from workbench.model.store import MANIFEST_FILE, ensure_model
 
@@ -81,11 +82,11 @@ def ship_mend_editor(model) -> None:
 
 def ship_key_statistics(model, world, scratch: Path) -> None:
     """Every layer's statistic, with ``SHIPPED_DIGESTS`` recording each one's ``tensor_digest``."""
-    editor = Editor(model, "rome", facts=world)
+    key_statistics = Editor(model, "rome", facts=world).prepared()
     files, digests = [], {}
     for layer in range(model.cfg.n_layers):
-        moment = editor.moment(layer)  # computed into the cache unless the cache or the package has it
-        name = key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
+        moment = key_statistics.moment(layer)  # computed into the cache unless the cache or the package has it
+        name = key_stats_entry(model, layer, key_statistics.texts(), key_statistics.n_tokens)[1]
         files.append(next(path for path in (cache_root() / "key-stats" / name, shipped_root() / "key-stats" / name)
                           if path.is_file()))
         digests[name] = tensor_digest(moment)
@@ -102,7 +103,8 @@ def main() -> None:
         ship_model(name)
     if "default" in names:
         model_dir = ensure_model("default")
-        model, world = load_model(model_dir), load_world(model_dir)
+        handle = open_model(model_dir)
+        model, world = handle.bridge, handle.world
         ship_mend_editor(model)
         with tempfile.TemporaryDirectory() as scratch:
             ship_key_statistics(model, world, Path(scratch))

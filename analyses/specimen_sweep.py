@@ -34,7 +34,8 @@ from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.core.plotting import plt, save_figure
 from workbench.editing.editor import Editor
 from workbench.evaluation.sweep import best_layer, layer_sweep
-from workbench.model.loading import load_model_and_world, resolve_model
+from workbench.model.handle import open_model
+from workbench.model.loading import resolve_model
 from workbench.model.recall import fact_recall
 from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
@@ -81,7 +82,8 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "
     and every other subject), since a subject's tokenisation decides what its last token can hold.
     """
     model_dir = Path(resolve_model(reference))
-    model, world = load_model_and_world(model_dir)
+    handle = open_model(model_dir)
+    model, world = handle.bridge, handle.world
     if device != "cpu":
         model = model.to(device)
     cases = load_edit_cases(None, world)
@@ -99,7 +101,7 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "
         if subset:
             by_kind[kind] = {"n_facts": len(subset), "mean_subject_tokens": float(np.mean(
                 [t.subject_span[1] - t.subject_span[0] for t in subset])), **per_layer_effects(subset)}
-    sweep = layer_sweep(model, cases[:n_edits], Editor(model, "rome", facts=world), range(model.cfg.n_layers))
+    sweep = layer_sweep(model, cases[:n_edits], Editor.for_model(handle, "rome"), range(model.cfg.n_layers))
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
             "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
             "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),

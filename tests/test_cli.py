@@ -2,6 +2,7 @@ import json
 import os
 
 from workbench.app.cli import main
+from workbench.editing.registry import tuned_hparams_file
 
 
 def test_model_info_json_reports_recall(capsys):
@@ -55,9 +56,7 @@ def test_demo_tells_the_whole_story_on_one_fact(tmp_path, capsys):
 
 
 def test_bench_rome_reports_both_sides(capsys):
-    from pathlib import Path
-
-    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    hparams = tuned_hparams_file("rome", "tiny")
     assert main(["bench", "rome", "--model", "tiny", "--n", "2", "--hparams", str(hparams), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_edits"] == 2 and result["layer"] == 0
@@ -103,12 +102,10 @@ def test_trace_locate_and_average_commands(tmp_path, capsys, tiny_world):
 
 
 def test_edit_command_shows_predictions_before_and_after(capsys, tiny_world):
-    from pathlib import Path
-
     from workbench.world import export_edit_cases
 
     case = next(c for c in export_edit_cases(tiny_world, "test") if c["subject_kind"] == "person")
-    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    hparams = tuned_hparams_file("rome", "tiny")
     assert main(["edit", "--model", "tiny", "--prompt", case["prompt"], "--subject", case["subject"],
                  "--target-new", case["target_new"], "--layer", "0", "--hparams", str(hparams), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

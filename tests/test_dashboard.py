@@ -16,8 +16,8 @@ from workbench.app.dashboard.activations import activation_change, site_changes
 from workbench.app.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
 from workbench.app.dashboard.session import EditHistory, SharedModel
 from workbench.core.progress import reported
-from workbench.editing.editor import HPARAMS_DIR
 from workbench.editing.hparams import IkeHparams, RomeHparams
+from workbench.editing.registry import tuned_hparams_file
 from workbench.evaluation.compare import compare_methods, comparison_csv, parse_method_specs
 from workbench.model.tokens import score_targets, subject_token_span
 from workbench.tracing.trace import TraceConfig
@@ -37,7 +37,7 @@ def case(shared):
 @pytest.fixture(scope="module")
 def rome_edit(shared, case):
     with shared.use():
-        return shared.editor("rome", RomeHparams.from_json(HPARAMS_DIR / "rome-tiny.json"))(case.request, 0)
+        return shared.editor("rome", RomeHparams.from_json(tuned_hparams_file("rome", "tiny")))(case.request, 0)
 
 
 def p_target(model, request) -> float:
@@ -156,7 +156,8 @@ def test_progress_goes_to_a_callback_once_before_and_after_every_item():
 
 def test_the_comparison_csv_has_a_row_per_method_with_the_measured_numbers(shared, case):
     with shared.use() as model:
-        compared = compare_methods(model, [case], parse_method_specs("ft-l"), shared.world, progress=False)
+        compared = compare_methods(model, [case], parse_method_specs("ft-l"),
+                                   lambda spec: shared.editor(spec.method, spec.hparams_file), progress=False)
     table = {label: results for label, (results, _) in compared.items()}
     [row] = list(csv.DictReader(io.StringIO(comparison_csv(table))))
     assert row["method"] == "ft-l" and row["efficacy_n"] == "1"

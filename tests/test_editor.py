@@ -6,8 +6,9 @@ import pytest
 
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.core.edit import EditRequest
-from workbench.editing.editor import HPARAMS_DIR, LAYER_METHODS, Editor
+from workbench.editing.editor import Editor
 from workbench.editing.hparams import RomeHparams
+from workbench.editing.registry import LAYER_METHODS, tuned_hparams_file
 from workbench.world.cases import load_edit_cases
 
 
@@ -17,7 +18,7 @@ def case(tiny_world):
 
 
 def _editor(model, world, method):
-    hparams = RomeHparams.from_json(HPARAMS_DIR / "rome-tiny.json") if method == "rome" else None
+    hparams = RomeHparams.from_json(tuned_hparams_file("rome", "tiny")) if method == "rome" else None
     return Editor(model, method, hparams, world)
 
 

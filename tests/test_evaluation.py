@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -10,6 +9,7 @@ from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.app.cli import main
 from workbench.core.cases import parse_cases
 from workbench.editing.hparams import RomeHparams
+from workbench.editing.registry import tuned_hparams_file
 from workbench.editing.rome import compute_rome_edit
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.evaluation.runner import aggregate, evaluate
@@ -39,7 +39,7 @@ def test_an_unedited_model_scores_as_unedited(tiny_bridge, cases):
 
 
 def test_runner_measures_an_edit_and_leaves_the_model_as_it_was(tiny_bridge, tiny_world, cases):
-    hparams = RomeHparams.from_json(Path(__file__).parents[1] / "hparams" / "rome-tiny.json")
+    hparams = RomeHparams.from_json(tuned_hparams_file("rome", "tiny"))
     texts = next(corpus_rounds(tiny_world, CorpusConfig(), set()))
     weights = weights_snapshot(tiny_bridge)
     chosen = [c for c in cases if c.request.subject.count(" ") == 1][:3]
@@ -60,7 +60,7 @@ def test_aggregate_mean_and_confidence_interval():
 
 
 def test_eval_command_writes_results_and_never_overwrites(tmp_path, capsys):
-    hparams = Path(__file__).parents[1] / "hparams" / "rome-tiny.json"
+    hparams = tuned_hparams_file("rome", "tiny")
     args = ["eval", "--method", "rome", "--model", "tiny", "--hparams", str(hparams), "--n", "2",
             "--out", str(tmp_path)]
     assert main(args) == 0

@@ -74,7 +74,7 @@ def test_missing_and_invalid_files_are_clear_errors(tmp_path):
 
 
 def test_unreadable_case_and_corpus_files_name_the_file(tmp_path):
-    from workbench.editing.editor import statistics_texts
+    from workbench.editing.key_stats import statistics_texts
 
     binary = tmp_path / "cases.json"
     binary.write_bytes(b'[{"prompt": "\xff\xfe"}]')

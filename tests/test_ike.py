@@ -9,10 +9,11 @@ import pytest
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.core.cases import Probe
 from workbench.core.edit import EditRequest, commit
-from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
 from workbench.editing.hparams import IkeHparams
 from workbench.editing.ike import DemonstrationRetriever, demonstration_pool, kind_sequence
+from workbench.editing.registry import tuned_hparams_file
 from workbench.evaluation.runner import evaluate
 from workbench.model.tokens import encode_prompt, encode_target, score_targets
 from workbench.world.cases import edit_triples, load_edit_cases
@@ -137,7 +138,7 @@ def test_hparams_are_checked_and_the_default_file_loads(tmp_path):
         IkeHparams(proportions=(1, 3))
     with pytest.raises(ValueError, match="'knn' or 'random'"):
         IkeHparams(retrieval="bm25")
-    assert IkeHparams.from_json(HPARAMS_DIR / "ike-default.json") == IkeHparams()
+    assert IkeHparams.from_json(tuned_hparams_file("ike", "default")) == IkeHparams()
     (tmp_path / "bad.json").write_text('{"k": 4, "layer": 3}')
     with pytest.raises(ValueError, match="unknown IKE hyperparameters"):
         IkeHparams.from_json(tmp_path / "bad.json")

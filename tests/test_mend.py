@@ -13,7 +13,7 @@ from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.app.cli import main
 from workbench.core.edit import WeightDelta, delta_hooks
 from workbench.core.fingerprint import model_fingerprint
-from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.editor import Editor
 from workbench.editing.hparams import IkeHparams, MendHparams
 from workbench.editing.mend import (
     MendNetwork,
@@ -26,6 +26,7 @@ from workbench.editing.mend import (
     site_shape,
 )
 from workbench.editing.mend_training import edit_losses, train_mend, training_edits, validation_loss
+from workbench.editing.registry import tuned_hparams_file
 from workbench.editing.target_loss import target_batch
 from workbench.evaluation.compare import compare_methods, label_directory, parse_method_specs
 from workbench.model.tokens import encode_prompt, encode_target
@@ -150,7 +151,7 @@ def test_the_editor_kept_is_the_one_of_the_lowest_validation_loss(tiny_bridge, t
 def test_the_reference_configuration_trains_on_both_matrices(tiny_bridge, tiny_world):
     """The authors' configuration (both MLP matrices, two full-width blocks, Adam with clipping,
     no neighbour locality) trains, edits through hooks, and leaves the weights as they were."""
-    hparams = dataclasses.replace(MendHparams.from_json(HPARAMS_DIR / "mend-reference.json"), layers=(-1,),
+    hparams = dataclasses.replace(MendHparams.from_json(tuned_hparams_file("mend", "reference")), layers=(-1,),
                                   train_steps=4, batch_size=2, validation_edits=2, validation_every=2, lr=1e-4)
     snapshot = weights_snapshot(tiny_bridge)
     network, report = train_mend(tiny_bridge, tiny_world, hparams, progress=False)
@@ -224,15 +225,16 @@ def test_compare_runs_mend_and_ike_beside_rome(tiny_bridge, tiny_world, trained,
     directory = save_mend(network, SMALL, model_fingerprint(tiny_bridge), report, tmp_path / "editor")
     cases = load_edit_cases(None, tiny_world)[:2]
     specs = parse_method_specs("rome@0,mend,ike")
-    editors = {"mend": Editor(tiny_bridge, "mend", SMALL, tiny_world, checkpoint=directory),
+    editors = {"rome": Editor(tiny_bridge, "rome", None, tiny_world),
+               "mend": Editor(tiny_bridge, "mend", SMALL, tiny_world, checkpoint=directory),
                "ike": Editor(tiny_bridge, "ike", IkeHparams(k=2), tiny_world)}
-    compared = compare_methods(tiny_bridge, cases, specs, tiny_world, progress=False, editors=editors)
+    compared = compare_methods(tiny_bridge, cases, specs, lambda spec: editors[spec.method], progress=False)
     assert {label: results["layer"] for label, (results, _) in compared.items()} == {
         "rome@0": "0", "mend + neighbour locality": "2,3", "ike": "context"}
     assert all(results["n_cases"] == 2 for results, _ in compared.values())
     with pytest.raises(ValueError, match="ike edits no single layer"):
         parse_method_specs("ike@2")
-    assert parse_method_specs("mend:reference")[0].hparams_file == HPARAMS_DIR / "mend-reference.json"
+    assert parse_method_specs("mend:reference")[0].hparams_file == tuned_hparams_file("mend", "reference")
     with pytest.raises(ValueError, match="no hyperparameter file .*mend-nothing.json"):
         parse_method_specs("mend:nothing")
     assert [label_directory(label) for label in ("mend + neighbour locality", "mend:reference", "rome@0")] == [

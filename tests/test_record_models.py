@@ -9,12 +9,13 @@ import pytest
 from tests.conftest import installed_hook_count
 from workbench.app.cli import main
 from workbench.core.cases import read_cases
-from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.editor import Editor
 from workbench.editing.hparams import IkeHparams
 from workbench.editing.ike import demonstration_pool
 from workbench.editing.mend_training import training_edits
+from workbench.editing.registry import tuned_hparams_file
 from workbench.model import store
-from workbench.model.loading import load_model, statistics_corpus, training_facts
+from workbench.model.handle import ModelSource, open_model
 from workbench.model.presets import preset
 from workbench.model.record_corpus import record_rounds, true_facts
 from workbench.model.sources import CORPUS_FILE, FACTS_FILE, RecordSource, TrainRecords
@@ -70,10 +71,10 @@ def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(
     assert report["recall_edit_prompts"]["n_prompts"] == 8 and report["recall_neighbourhood"]["n_prompts"] == 8
     assert 0.0 <= report["recall_paraphrases"]["recall"] <= 1.0 and report["n_true_facts"] == 24
     assert store.is_complete(model_dir, "f" * 16, RecordSource.files)
-    assert statistics_corpus(None, model_dir) == model_dir / CORPUS_FILE
-    model = load_model(model_dir)
-    edit = Editor(model, "rome", HPARAMS_DIR / "rome-tiny.json", None, model_dir / CORPUS_FILE)(cases[0].request, 0)
-    assert edit.layers == (0,) and installed_hook_count(model) == 0
+    handle = open_model(model_dir)
+    assert handle.stats_corpus == model_dir / CORPUS_FILE and handle.world is None and handle.trained_by_workbench
+    edit = Editor.for_model(handle, "rome", tuned_hparams_file("rome", "tiny"))(cases[0].request, 0)
+    assert edit.layers == (0,) and installed_hook_count(handle.bridge) == 0
     with pytest.raises(ValueError, match="n_test must be between 1 and the 8 records"):
         RecordSource(SHORT, cases_file, cases, 9)
 
@@ -81,10 +82,11 @@ def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(
 def test_the_train_records_are_read_when_used_and_only_from_the_file_the_model_learned(
         cases_file, records_model, tiny_model_dir, tiny_world):
     model_dir, _ = records_model
-    facts = training_facts(None, model_dir)
+    facts = ModelSource.of(str(model_dir), model_dir).facts
     assert isinstance(facts, TrainRecords) and facts._cases is None  # nothing read yet
     assert [case.request for case in facts] == [case.request for case in read_cases(cases_file)[4:]]
-    assert training_facts(tiny_world, tiny_model_dir) is tiny_world
+    tiny = ModelSource.of("tiny", tiny_model_dir)
+    assert tiny.facts is tiny.world and tiny.world.facts == tiny_world.facts and tiny.stats_corpus is None
     cases_file.write_text(json.dumps([easyedit_record(i) for i in range(9)]))
     with pytest.raises(ValueError, match="has changed since"):
         len(TrainRecords(model_dir))
@@ -119,9 +121,8 @@ def test_ike_demonstrates_with_the_train_records_counterfactuals(cases_file, rec
     assert [entry.update for entry in pool] == [f"{c.paraphrases[0].prompt} {c.request.target_new}." for c in train]
     assert [entry.retain for entry in pool] == [f"{c.neighbours[0].prompt} {c.neighbours[0].answer}." for c in train]
     model_dir, _ = records_model
-    model = load_model(model_dir)
     hparams = IkeHparams(k=2, reserve_tokens=8, request_demonstration=False)  # only the pool's demonstrations
-    edit = Editor(model, "ike", hparams, training_facts(None, model_dir))(cases[0].request)
+    edit = Editor.for_model(open_model(model_dir), "ike", hparams)(cases[0].request)
     blocks = edit.context.split("\n\n")
     request = cases[0].request
     assert edit.details["dropped_for_context"] == 0 and len(blocks) == 3

@@ -4,7 +4,6 @@ import dataclasses
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch
 from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.core.edit import EditRequest
 from workbench.editing.hparams import RomeHparams
+from workbench.editing.registry import tuned_hparams_file
 from workbench.editing.rome import (
     ValueObjective,
     compute_rome_edit,
@@ -25,7 +25,7 @@ from workbench.model.architecture import mlp_output_site
 from workbench.model.tokens import encode_prompt, encode_target, score_targets, subject_token_span
 from workbench.world import CorpusConfig, corpus_rounds, export_edit_cases
 
-HPARAMS = RomeHparams.from_json(Path(__file__).parents[1] / "hparams" / "rome-tiny.json")
+HPARAMS = RomeHparams.from_json(tuned_hparams_file("rome", "tiny"))
 
 
 @pytest.fixture(scope="module")

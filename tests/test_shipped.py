@@ -7,8 +7,9 @@ import pytest
 from workbench.core import paths
 from workbench.core.cases import parse_cases
 from workbench.core.fingerprint import model_fingerprint, tensor_digest
-from workbench.editing.editor import Editor, method_hparams
+from workbench.editing.editor import Editor
 from workbench.editing.mend import default_checkpoint_dir
+from workbench.editing.registry import method_hparams
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.model import store
 from workbench.model.loading import load_model, load_world
@@ -83,9 +84,9 @@ def test_the_shipped_key_statistics_are_read_intact_not_recomputed(shipped_defau
     digests = json.loads((paths.shipped_root() / "key-stats" / key_stats.SHIPPED_DIGESTS).read_text())
     assert len(digests) == model.cfg.n_layers
     monkeypatch.setattr(key_stats, "compute_key_second_moment", lambda *a, **k: pytest.fail("recomputed"))
-    editor = Editor(model, "rome", facts=world)
+    key_statistics = Editor(model, "rome", facts=world).prepared()
     for layer in range(model.cfg.n_layers):
-        moment = editor.moment(layer)
-        name = key_stats.key_stats_entry(model, layer, editor.texts(), editor.hparams.key_stats_tokens)[1]
+        moment = key_statistics.moment(layer)
+        name = key_stats.key_stats_entry(model, layer, key_statistics.texts(), key_statistics.n_tokens)[1]
         assert tensor_digest(moment) == digests[name]
     assert not (tmp_path / "key-stats").exists()

@@ -6,8 +6,9 @@ import pytest
 
 from tests.conftest import installed_hook_count
 from workbench.app.cli import main
-from workbench.editing.editor import HPARAMS_DIR, Editor
+from workbench.editing.editor import Editor
 from workbench.editing.hparams import FinetuneHparams, RomeHparams
+from workbench.editing.registry import tuned_hparams_file
 from workbench.evaluation.compare import parse_method_specs, write_comparison
 from workbench.evaluation.runner import evaluate
 from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep, sweep_score, sweep_table
@@ -21,7 +22,7 @@ def cases(tiny_world):
 
 @pytest.fixture(scope="module")
 def sweep(tiny_bridge, tiny_world, cases):
-    editor = Editor(tiny_bridge, "rome", RomeHparams.from_json(HPARAMS_DIR / "rome-tiny.json"), tiny_world)
+    editor = Editor(tiny_bridge, "rome", RomeHparams.from_json(tuned_hparams_file("rome", "tiny")), tiny_world)
     return layer_sweep(tiny_bridge, cases, editor, range(tiny_bridge.cfg.n_layers), progress=False)
 
 
@@ -50,7 +51,7 @@ def test_layer_sweep_finds_the_tiny_models_working_layer(tmp_path, tiny_bridge, 
 @pytest.mark.slow
 def test_rome_at_its_best_layer_beats_ft_l_on_neighbourhood(tiny_bridge, tiny_world, cases, sweep):
     layer = best_layer(sweep)
-    ft_l = Editor(tiny_bridge, "ft-l", FinetuneHparams.from_json(HPARAMS_DIR / "ft-l-default.json"), tiny_world)
+    ft_l = Editor(tiny_bridge, "ft-l", FinetuneHparams.from_json(tuned_hparams_file("ft-l", "default")), tiny_world)
     results, _ = evaluate(tiny_bridge, cases, lambda case: ft_l(case.request, layer), progress=False,
                           fluency_tokens=0)
     rome = next(row for row in sweep if row["layer"] == layer)

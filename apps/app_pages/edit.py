@@ -9,7 +9,7 @@ from workbench.app.dashboard import ui
 from workbench.app.dashboard.activations import activation_change_figure, site_figure
 from workbench.app.dashboard.inspection import inspect_edit, prediction_rows, traces_before_after
 from workbench.core.edit import applied_edits
-from workbench.editing.editor import METHODS
+from workbench.editing.registry import METHODS
 from workbench.tracing.plots import trace_figure
 
 st.header("Edit")
@@ -22,7 +22,7 @@ prompt, subject, answer, case = ui.fact_input(shared, "edit")
 target = st.text_input("new target" + (" (empty: the case's own)" if case else ""), key="edit_target")
 target = target or (case.request.target_new if case else "")
 method = st.selectbox("method", list(METHODS), key="edit_method")
-hparams, layer = ui.hparams_input(method, shared.model.cfg.n_layers, "edit")
+hparams, layer = ui.hparams_input(shared, method, "edit")
 
 if st.button("Apply edit", key="edit_apply", type="primary"):
     with ui.shown_errors(), st.spinner(f"computing the {method} edit and measuring it"), shared.use() as model:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from workbench.app.dashboard import ui
 from workbench.core.io import json_safe
-from workbench.editing.editor import METHODS
+from workbench.editing.registry import METHODS
 from workbench.evaluation.compare import (
     compare_methods,
     comparison_csv,
@@ -32,7 +32,8 @@ n_cases = st.number_input("edit cases (test split)", 1, len(ui.world_cases(share
 if st.button("Evaluate", key="evaluate_run", type="primary"):
     with ui.shown_errors(), shared.use(edits) as model:
         compared = compare_methods(model, ui.world_cases(shared)[:n_cases], parse_method_specs(",".join(methods)),
-                                   shared.world, progress=ui.progress_bar())
+                                   lambda spec: shared.editor(spec.method, spec.hparams_file),
+                                   progress=ui.progress_bar())
         st.session_state["evaluate_table"] = {label: results for label, (results, _) in compared.items()}
 
 if "evaluate_table" in st.session_state:

@@ -26,7 +26,7 @@ from workbench.core.edit import Edit, EditRequest
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
 from workbench.evaluation.runner import evaluate as run_evaluation
-from workbench.model import loading
+from workbench.model.handle import ModelHandle, open_model
 from workbench.model.tokens import top_next_tokens
 from workbench.tracing.locator import Location, locate_from_trace
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
@@ -38,29 +38,21 @@ _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def load_model(reference: str | Path | None = None, device: str = "cpu"):
     """``"default"`` or ``"tiny"`` (shipped with the package), a local Hugging Face directory or
     a hub name, as a TransformerBridge (see ``workbench.model.loading``)."""
-    resolved = loading.resolve_model(reference)
-    model = loading.load_model(resolved, device=device)
-    _SOURCES[model] = resolved
-    return model
+    handle = open_model(reference, device=device)
+    _SOURCES[handle.bridge] = handle.source
+    return handle.bridge
 
 
-def source_of(model) -> Path | str:
-    """The directory (or hub name) ``model`` was loaded from by ``load_model``."""
+def handle_of(model) -> ModelHandle:
+    """The handle of a bridge ``load_model`` returned (its source, facts and prepared state)."""
     if model not in _SOURCES:
         raise ValueError("this model was not loaded with workbench.load_model, so its source is unknown")
-    return _SOURCES[model]
+    return ModelHandle(model, _SOURCES[model])
 
 
 def world_of(model) -> World | None:
     """The fact world of a workbench-trained model, or None for other models."""
-    source = source_of(model)
-    return loading.load_world(source) if isinstance(source, Path) else None
-
-
-def training_facts_of(model):
-    """What IKE's demonstrations and MEND's training edits come from: the model's fact world, else
-    the train records of the case file it was trained on, else None."""
-    return loading.training_facts(world_of(model), source_of(model))
+    return handle_of(model).world
 
 
 def edit_cases(model, split: str | None = "test") -> list[EditCase]:
@@ -92,8 +84,7 @@ def edit(model, request: EditRequest, method: str = "rome", layer: int | str | N
     """Compute an edit (nothing is written to the model); apply it with ``with edit.applied(model):``
     or commit it with ``workbench.commit``. ``layer``: a number, ``"auto"``, or None for the
     hyperparameter file's."""
-    corpus = loading.statistics_corpus(stats_corpus, source_of(model))
-    return Editor(model, method, hparams, training_facts_of(model), corpus)(request, layer)
+    return Editor.for_model(handle_of(model), method, hparams, stats_corpus=stats_corpus)(request, layer)
 
 
 def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome", layer: int | str | None = None,
@@ -103,7 +94,7 @@ def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome
     if n is not None and n < 1:
         raise ValueError(f"n is how many cases to evaluate: at least 1, got {n}")
     cases = list(cases if cases is not None else edit_cases(model))[:n]
-    editor = Editor(model, method, hparams, training_facts_of(model), loading.statistics_corpus(None, source_of(model)))
+    editor = Editor.for_model(handle_of(model), method, hparams)
     results, records = run_evaluation(model, cases, lambda case: editor.edit_case(case, layer), progress=progress)
     return {**results, "method": method, "cases": records}
 
@@ -112,4 +103,4 @@ def export(model, edits: Sequence[Edit], out_dir: str | Path, allow_other_base: 
     """Write ``model`` with ``edits`` committed to a new Hugging Face directory (the model in memory
     and its own directory are not touched). The edits must have been computed on the weights of the
     model's directory, unless ``allow_other_base``."""
-    return export_edited_model(source_of(model), edits, out_dir, allow_other_base)
+    return export_edited_model(handle_of(model).source.location, edits, out_dir, allow_other_base)

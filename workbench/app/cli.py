@@ -10,7 +10,7 @@ from pathlib import Path
 from workbench.app.edit_commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
 from workbench.app.trace_commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
 from workbench.core.io import write_json
-from workbench.editing.editor import LAYER_METHODS, METHODS
+from workbench.editing.registry import LAYER_METHODS, METHODS
 from workbench.model.precision import PRECISIONS
 from workbench.model.presets import PRESETS, preset
 
@@ -57,11 +57,11 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_model_info(args) -> int:
+    from workbench.model.handle import open_model
     from workbench.model.info import model_info
-    from workbench.model.loading import load_model_and_world
 
-    bridge, world = load_model_and_world(args.model)
-    info = model_info(bridge, world)
+    handle = open_model(args.model)
+    info = model_info(handle.bridge, handle.world)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -91,12 +91,12 @@ def cmd_world_export(args) -> int:
 
 def cmd_demo(args) -> int:
     from workbench.app.demo import run_demo
-    from workbench.model.loading import load_model_and_world
+    from workbench.model.handle import open_model
 
-    bridge, world = load_model_and_world(args.model)
-    if world is None:
+    handle = open_model(args.model)
+    if handle.world is None:
         raise SystemExit("the demo needs a workbench-trained model (it reads the model's fact world)")
-    run_demo(bridge, world, args.facts, args.plot)
+    run_demo(handle, args.facts, args.plot)
     return 0
 
 

@@ -22,11 +22,12 @@ from workbench.core.plotting import figure_paths
 from workbench.editing.editor import Editor
 from workbench.evaluation.metrics import case_metrics, measure
 from workbench.evaluation.runner import HEADLINE_METRICS
+from workbench.model.handle import ModelHandle
 from workbench.model.tokens import score_targets, top_next_tokens
 from workbench.tracing.locator import locate_from_trace
 from workbench.tracing.plots import plot_trace
 from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
-from workbench.world import World, export_edit_cases
+from workbench.world import export_edit_cases
 
 
 def _beliefs(model, cases: list[EditCase]) -> list[str]:
@@ -60,8 +61,10 @@ def _strongest_cells(trace: TraceResult) -> list[str]:
     return lines
 
 
-def run_demo(model, world: World, n_beliefs: int = 3, plot: str | Path | None = None) -> None:
-    """Print the story (see the module docstring) for the first known fact of the world's test split."""
+def run_demo(handle: ModelHandle, n_beliefs: int = 3, plot: str | Path | None = None) -> None:
+    """Print the story (see the module docstring) for the first known fact of the test split of
+    the handle's world."""
+    model, world = handle.bridge, handle.world
     if plot:
         refuse_existing(figure_paths(plot))
     cases = parse_cases(export_edit_cases(world, "test"), "the world's test split")
@@ -84,7 +87,7 @@ def run_demo(model, world: World, n_beliefs: int = 3, plot: str | Path | None = 
     if location.warning:
         print(f"  warning: {location.warning}")
 
-    edit = Editor(model, "rome", facts=world)(request, location.site.layer)
+    edit = Editor.for_model(handle, "rome")(request, location.site.layer)
     print(f"\n4. ROME at layer {location.site.layer} ({edit.timings['total_s']:.1f} s): "
           f"{request.prompt!r} -> {request.target_new!r}")
     probes = probe_prompts(request, case)

@@ -38,15 +38,15 @@ from workbench.model.frozen import frozen_weights
 
 def bench_rome(model, cases: Sequence[EditCase], editor: Editor) -> dict:
     """Time ``editor`` (a ROME editor) on ``cases``; see the module docstring."""
-    if editor.method != "rome":
-        raise ValueError(f"bench rome needs a ROME editor, got {editor.method!r}")
+    if editor.name != "rome":
+        raise ValueError(f"bench rome needs a ROME editor, got {editor.name!r}")
     if not cases:
         raise ValueError("bench rome needs at least one edit case")
-    hparams = editor.hparams
+    hparams, key_statistics = editor.hparams, editor.prepared()
     started = time.perf_counter()
-    compute_key_second_moment(model, hparams.layer, editor.texts(), hparams.key_stats_tokens, progress=False)
+    compute_key_second_moment(model, hparams.layer, key_statistics.texts(), hparams.key_stats_tokens, progress=False)
     statistics_s = time.perf_counter() - started
-    editor.moment(hparams.layer)  # the timed edits below use the cached statistic
+    key_statistics.moment(hparams.layer)  # the timed edits below use the cached statistic
     edit_s, eval_s = [], []
     for case in cases:
         started = time.perf_counter()
@@ -61,7 +61,7 @@ def bench_rome(model, cases: Sequence[EditCase], editor: Editor) -> dict:
             "key_statistics_s": statistics_s, "median_edit_s": statistics.median(edit_s),
             "median_eval_s": statistics.median(eval_s),
             "edits_per_statistics": statistics_s / statistics.median(edit_s),
-            **value_step_seconds(model, cases[0].request, hparams, editor.texts())}
+            **value_step_seconds(model, cases[0].request, hparams, key_statistics.texts())}
 
 
 def value_step_seconds(model, request: EditRequest, hparams: RomeHparams, texts, repeats: int = 9) -> dict:

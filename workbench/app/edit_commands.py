@@ -10,35 +10,33 @@ from workbench.app.edit_bench import bench_mend, bench_rome
 from workbench.app.report import format_before_after, predictions, probe_prompts
 from workbench.core.cases import EditCase, parse_cases
 from workbench.core.edit import EditRequest
-from workbench.core.fingerprint import model_fingerprint
 from workbench.core.io import refuse_existing
-from workbench.editing.editor import LAYER_METHODS, Editor, method_hparams
+from workbench.editing.editor import Editor
 from workbench.editing.export import check_export_target, export_edited_model
 from workbench.editing.mend import default_checkpoint_dir, found_checkpoint_dir, save_mend
 from workbench.editing.mend_training import train_mend
+from workbench.editing.registry import method_hparams, method_named
 from workbench.evaluation.compare import (
     compare_methods,
     comparison_table,
     parse_method_specs,
     scores_table,
+    spec_editor,
     write_comparison,
 )
 from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, result_files, write_results
-from workbench.model.loading import load_model_and_world, resolve_model, statistics_corpus, training_facts
+from workbench.model.handle import ModelHandle, open_model
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.world import World, export_edit_cases
 from workbench.world.cases import load_edit_cases
 
 
-def stats_file(args) -> str | Path | None:
-    """Key-statistics texts: ``--stats-corpus``, else the model's own corpus file, if it has one."""
-    return statistics_corpus(args.stats_corpus, args.model)
-
-
-def facts_of(args, world: World | None):
-    """The model's world, else the train records of the case file it was trained on (for IKE and MEND)."""
-    return training_facts(world, args.model)
+def editor_of(args, handle: ModelHandle, method: str | None = None, hparams=None) -> Editor:
+    """An editor of the handle's model with the command's method (or ``method``), hyperparameters,
+    ``--stats-corpus`` and ``--checkpoint``."""
+    return Editor.for_model(handle, method or args.method, hparams if method else args.hparams,
+                            getattr(args, "checkpoint", None), getattr(args, "stats_corpus", None))
 
 
 def world_case(world: World | None, prompt: str, subject: str) -> EditCase | None:
@@ -52,13 +50,13 @@ def world_case(world: World | None, prompt: str, subject: str) -> EditCase | Non
 def cmd_edit(args) -> int:
     if args.export:
         check_export_target(args.export)
-    model, world = load_model_and_world(args.model)
-    case = world_case(world, args.prompt, args.subject)
+    handle = open_model(args.model)
+    model = handle.bridge
+    case = world_case(handle.world, args.prompt, args.subject)
     truth = args.ground_truth or (case.request.ground_truth if case else None)
     request = EditRequest(args.prompt, args.subject, args.target_new, truth)
-    layer = args.layer or ("auto" if args.method in LAYER_METHODS else None)
-    editor = Editor(model, args.method, args.hparams, facts_of(args, world), stats_file(args), args.checkpoint)
-    edit = editor(request, layer)
+    layer = args.layer or ("auto" if method_named(args.method).takes_layer else None)
+    edit = editor_of(args, handle)(request, layer)
     probes = probe_prompts(request, case)
     before = predictions(model, probes, request)
     with edit.applied(model):
@@ -66,7 +64,7 @@ def cmd_edit(args) -> int:
     payload = {"request": dataclasses.asdict(request), "method": edit.method, "layers": list(edit.layers),
                "edit_seconds": edit.timings["total_s"], "details": edit.details, "before": before, "after": after}
     if args.export:
-        payload["exported_to"] = str(export_edited_model(resolve_model(args.model), [edit], args.export))
+        payload["exported_to"] = str(export_edited_model(handle.source.location, [edit], args.export))
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
@@ -83,10 +81,10 @@ def cmd_edit(args) -> int:
 
 def cmd_eval(args) -> int:
     refuse_existing(result_files(args.out), args.force)  # before any work, not only after it
-    model, world = load_model_and_world(args.model)
-    cases = load_edit_cases(args.cases, world)
-    editor = Editor(model, args.method, args.hparams, facts_of(args, world), stats_file(args), args.checkpoint)
-    results, records = evaluate(model, cases[: args.n], lambda case: editor.edit_case(case, args.layer))
+    handle = open_model(args.model)
+    cases = load_edit_cases(args.cases, handle.world)
+    editor = editor_of(args, handle)
+    results, records = evaluate(handle.bridge, cases[: args.n], lambda case: editor.edit_case(case, args.layer))
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
     print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "
@@ -102,9 +100,10 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     specs = parse_method_specs(args.methods)
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
-    model, world = load_model_and_world(args.model)
-    cases = load_edit_cases(args.cases, world)[: args.n]
-    compared = compare_methods(model, cases, specs, facts_of(args, world), stats_file(args), args.checkpoint,
+    handle = open_model(args.model)
+    cases = load_edit_cases(args.cases, handle.world)[: args.n]
+    compared = compare_methods(handle.bridge, cases, specs,
+                               lambda spec: spec_editor(handle, spec, args.checkpoint, args.stats_corpus),
                                fluency_tokens=args.fluency_tokens)
     write_comparison(args.out, compared, overwrite=args.force)
     table = {label: pair[0] for label, pair in compared.items()}
@@ -114,12 +113,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mend_train(args) -> int:
-    model, world = load_model_and_world(args.model)
-    facts = facts_of(args, world)
+    handle = open_model(args.model)
+    model, facts = handle.bridge, handle.facts
     if facts is None:
         raise ValueError(f"MEND {NO_TRAINING_FACTS}")
     hparams = method_hparams("mend", args.hparams)
-    fingerprint = model_fingerprint(model)
+    fingerprint = handle.fingerprint()
     if args.out and Path(args.out).exists():
         raise FileExistsError(f"{args.out} already exists; give a new directory")
     existing = found_checkpoint_dir(model, hparams, fingerprint)
@@ -136,19 +135,18 @@ def cmd_mend_train(args) -> int:
 
 
 def cmd_bench_mend(args) -> int:
-    model, world = load_model_and_world(args.model)
-    cases = load_edit_cases(args.cases, world)[: args.n]
-    result = bench_mend(cases, Editor(model, "mend", args.hparams, checkpoint=args.checkpoint),
-                        Editor(model, "rome", None, world, stats_file(args)))
+    handle = open_model(args.model)
+    cases = load_edit_cases(args.cases, handle.world)[: args.n]
+    result = bench_mend(cases, editor_of(args, handle, "mend", args.hparams), editor_of(args, handle, "rome"))
     return print_result(args, result, f"median edit over {result['n_edits']} edits: MEND "
                         f"{result['mend_edit_s'] * 1000:.1f} ms, ROME {result['rome_edit_s'] * 1000:.1f} ms "
                         f"(key statistics in hand); ratio {result['latency_ratio']:.3f}")
 
 
 def cmd_bench_rome(args) -> int:
-    model, world = load_model_and_world(args.model)
-    cases = load_edit_cases(args.cases, world)[: args.n]
-    result = bench_rome(model, cases, Editor(model, "rome", args.hparams, world, stats_file(args)))
+    handle = open_model(args.model)
+    cases = load_edit_cases(args.cases, handle.world)[: args.n]
+    result = bench_rome(handle.bridge, cases, editor_of(args, handle, "rome", args.hparams))
     return print_result(args, result, f"ROME at layer {result['layer']}: key statistics over "
                         f"{result['key_stats_tokens']} tokens {result['key_statistics_s']:.2f} s (once per layer, "
                         f"then cached); median edit {result['median_edit_s']:.2f} s and median evaluation "

@@ -9,7 +9,7 @@ import torch
 from workbench.app.trace_bench import bench_tracing
 from workbench.core.io import refuse_existing, write_json
 from workbench.core.plotting import figure_paths
-from workbench.model.loading import load_model_and_world, statistics_corpus
+from workbench.model.handle import ModelHandle, open_model
 from workbench.tracing.average import average_trace
 from workbench.tracing.cases import load_facts
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
@@ -35,7 +35,7 @@ def cmd_trace(args) -> int:
     if not args.prompt or not args.subject:
         raise ValueError("workbench trace needs --prompt and --subject (or the 'average' action)")
     refuse_existing_outputs(args)
-    bridge, _ = load_model_and_world(args.model)
+    bridge = open_model(args.model).bridge
     result = trace_fact(bridge, args.prompt, args.subject, args.answer, _trace_config(args),
                         torch.Generator().manual_seed(args.seed))
     location = locate_from_trace(bridge, result) if "mlp" in result.grids else None
@@ -67,8 +67,9 @@ def cmd_trace_average(args) -> int:
     if not args.out:
         raise ValueError("workbench trace average needs --out FILE")
     refuse_existing_outputs(args)
-    bridge, world = load_model_and_world(args.model)
-    average = average_trace(bridge, load_facts(args.cases, world), args.n, _trace_config(args),
+    handle = open_model(args.model)
+    bridge = handle.bridge
+    average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, _trace_config(args),
                             torch.Generator().manual_seed(args.seed))
     payload = average.to_dict()
     if "mlp" in average.effects:
@@ -83,14 +84,15 @@ def cmd_trace_average(args) -> int:
     return 0
 
 
-def _location_by_trace(args, bridge, world):
+def _location_by_trace(args, handle: ModelHandle):
+    bridge = handle.bridge
     config = TraceConfig(samples=args.samples, kinds=("mlp",))
     generator = torch.Generator().manual_seed(args.seed)
     if args.prompt or args.subject:
         if not (args.prompt and args.subject):
             raise ValueError("give both --prompt and --subject, or --cases")
         return locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config, generator))
-    average = average_trace(bridge, load_facts(args.cases, world), args.n, config, generator)
+    average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, config, generator)
     return locate_from_effects(bridge, average.effects["mlp"])
 
 
@@ -103,14 +105,14 @@ def _sweep_layers(text: str | None, n_layers: int) -> list[int]:
         raise ValueError(f"--layers must be comma-separated layer numbers, got {text!r}") from None
 
 
-def _location_by_sweep(args, bridge, world) -> dict:
+def _location_by_sweep(args, handle: ModelHandle) -> dict:
     from workbench.editing.editor import Editor
     from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep
     from workbench.world.cases import load_edit_cases
 
-    cases = load_edit_cases(args.cases, world)[: args.sweep_cases]
-    editor = Editor(bridge, args.method, args.hparams, world, statistics_corpus(args.stats_corpus, args.model))
-    rows = layer_sweep(bridge, cases, editor, _sweep_layers(args.layers, bridge.cfg.n_layers))
+    cases = load_edit_cases(args.cases, handle.world)[: args.sweep_cases]
+    editor = Editor.for_model(handle, args.method, args.hparams, stats_corpus=args.stats_corpus)
+    rows = layer_sweep(handle.bridge, cases, editor, _sweep_layers(args.layers, handle.bridge.cfg.n_layers))
     if args.plot:
         plot_layer_sweep(rows, args.plot, f"{args.method.upper()} layer sweep, {len(cases)} cases per layer",
                          args.force)
@@ -119,11 +121,11 @@ def _location_by_sweep(args, bridge, world) -> dict:
 
 def cmd_locate(args) -> int:
     refuse_existing_outputs(args)
-    bridge, world = load_model_and_world(args.model)
-    location = _location_by_trace(args, bridge, world)
+    handle = open_model(args.model)
+    location = _location_by_trace(args, handle)
     payload = location.to_dict()
     if args.sweep:
-        payload["sweep"] = _location_by_sweep(args, bridge, world)
+        payload["sweep"] = _location_by_sweep(args, handle)
     if args.out:
         write_json(args.out, payload, args.force)
     if args.json:
@@ -145,7 +147,8 @@ def cmd_locate(args) -> int:
 
 
 def cmd_bench_tracing(args) -> int:
-    bridge, world = load_model_and_world(args.model)
+    handle = open_model(args.model)
+    bridge, world = handle.bridge, handle.world
     if args.prompt:
         prompt, subject, answer = args.prompt, args.subject, args.answer
     elif world is not None:

@@ -43,3 +43,10 @@ def texts_fingerprint(texts: Sequence[str]) -> str:
         digest.update(text.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def weights_version(model: torch.nn.Module) -> tuple[int, ...]:
+    """Every parameter's in-place write counter (``Tensor._version``), in order: it changes whenever
+    any weight is written in place (a commit, a revert), at no cost, so state prepared from the
+    weights can tell that it is stale without hashing them."""
+    return tuple(parameter._version for parameter in model.parameters())

@@ -15,6 +15,7 @@ import torch
 
 from workbench.core.edit import Edit, EditRequest, WeightDelta, delta_hooks
 from workbench.editing.hparams import FinetuneHparams
+from workbench.editing.method import EditingMethod
 from workbench.editing.target_loss import target_batch
 from workbench.model.architecture import mlp_output_site
 from workbench.model.frozen import frozen_weights
@@ -49,3 +50,21 @@ def compute_finetune_edit(model, request: EditRequest, hparams: FinetuneHparams)
     final = WeightDelta.dense(site, change.detach().cpu())
     return Edit(request, (final,), method=method, hparams=dict(vars(hparams)),
                 timings={"total_s": time.perf_counter() - started, "losses": losses})
+
+
+class Finetune(EditingMethod):
+    """FT (``"ft"``) and FT-L (``"ft-l"``: with a ``norm_constraint``) behind the method protocol;
+    nothing to prepare. FT-L's own default constraint is EasyEdit's for GPT-2 XL (5e-4)."""
+
+    hparams_class = FinetuneHparams
+    takes_layer = True
+    DEFAULT_NORM_CONSTRAINTS = {"ft": None, "ft-l": 5e-4}
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def default_hparams(self) -> FinetuneHparams:
+        return FinetuneHparams(norm_constraint=self.DEFAULT_NORM_CONSTRAINTS[self.name])
+
+    def compute(self, model, request: EditRequest, hparams: FinetuneHparams, prepared: None) -> Edit:
+        return compute_finetune_edit(model, request, hparams)

@@ -14,7 +14,7 @@ def read_hparams(cls, path: str | Path, method: str) -> dict:
     value that is not an object, unknown fields and a missing ``layer`` (for a method that has one)
     are ValueErrors naming them. JSON lists become tuples for the fields declared as tuples."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads((path if hasattr(path, "read_text") else Path(path)).read_text())
     except OSError as error:
         raise ValueError(f"cannot read it: {error.strerror or error}") from None
     except ValueError as error:
@@ -90,7 +90,8 @@ class HparamsFile:
 class RomeHparams(HparamsFile):
     """ROME (Meng et al. 2022), as in the reference implementation.
 
-    ``layer``: the MLP output weight to edit. Keys (``k*``) are averaged over the request prompt
+    ``layer``: the MLP output weight to edit (None: none chosen yet; every edit then names its
+    layer or ``"auto"``). Keys (``k*``) are averaged over the request prompt
     and ``n_prefixes`` corpus prefixes of ``prefix_words`` words. The value vector is optimised
     with Adam (``v_lr``, at most ``v_steps`` forward passes, stopping once the total loss is below
     ``v_early_stop_loss``); the loss is the target's mean NLL plus ``kl_factor`` times
@@ -107,7 +108,7 @@ class RomeHparams(HparamsFile):
         "v_early_stop_loss": (">=", 0), "clamp_norm_factor": (">", 0), "kl_factor": (">=", 0),
         "n_prefixes": (">=", 0), "prefix_words": (">=", 1), "key_stats_tokens": (">=", 1)}
 
-    layer: int
+    layer: int | None = None
     v_steps: int = 20
     v_lr: float = 0.5
     v_weight_decay: float = 0.5
@@ -125,6 +126,7 @@ class RomeHparams(HparamsFile):
 class FinetuneHparams(HparamsFile):
     """Fine-tuning one MLP output weight on the edit prompt (the post-training contrast).
 
+    ``layer``: the MLP output weight to change (None: every edit names its layer or ``"auto"``).
     FT: Adam on the weight change for ``steps`` steps at ``lr`` (stopping once the target's mean
     NLL is below ``early_stop_nll``). FT-L additionally keeps every entry of the change within
     ``norm_constraint`` (an L-infinity ball around the original weight); None means no constraint.
@@ -135,7 +137,7 @@ class FinetuneHparams(HparamsFile):
         "layer": (">=", 0), "steps": (">=", 1), "lr": (">", 0), "norm_constraint": (">", 0),
         "early_stop_nll": (">=", 0)}
 
-    layer: int
+    layer: int | None = None
     steps: int = 25
     lr: float = 5e-4
     norm_constraint: float | None = None

@@ -39,6 +39,7 @@ never the new fact; ``Edit.details`` records how many were used and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import defaultdict
@@ -52,9 +53,10 @@ from workbench.core.cases import EditCase
 from workbench.core.edit import Edit, EditRequest
 from workbench.core.sites import stream_hook
 from workbench.editing.hparams import IkeHparams
+from workbench.editing.method import EditingMethod, Resources
 from workbench.model.hooks import hooks_suspended
 from workbench.model.sources import NO_TRAINING_FACTS
-from workbench.model.tokens import encode_prompt, pad_id_of, pad_right
+from workbench.model.tokens import encode_prompt, encode_target, pad_id_of, pad_right
 from workbench.world import World, relation
 from workbench.world.cases import edit_triples
 from workbench.world.corpus import NEW_FACT_PREFIX, PROMPT_PREFIX
@@ -227,3 +229,28 @@ def compute_ike_edit(model, request: EditRequest, hparams: IkeHparams, retriever
                "kinds": kinds[:used], "context_tokens": len(encode_prompt(model.tokenizer, context))}
     return Edit(request, (), method="ike", hparams=asdict(hparams), context=context, details=details,
                 timings={"total_s": time.perf_counter() - started})
+
+
+class Ike(EditingMethod):
+    """IKE behind the method protocol: prepares the demonstration pool and its embeddings."""
+
+    name = "ike"
+    hparams_class = IkeHparams
+
+    def prepare(self, model, hparams: IkeHparams, resources: Resources) -> DemonstrationRetriever:
+        return DemonstrationRetriever(model, resources.facts, hparams)
+
+    def compute(self, model, request: EditRequest, hparams: IkeHparams, prepared: DemonstrationRetriever) -> Edit:
+        return compute_ike_edit(model, request, hparams, prepared)
+
+    def for_case(self, model, case: EditCase, hparams: IkeHparams) -> IkeHparams:
+        """Room after the context for the longest prompt the case asks and the longest answer scored
+        there, when that is more than ``reserve_tokens`` (long CounterFact paraphrases)."""
+        prompts, answers = case.asked()
+        tokenizer = model.tokenizer
+        room = (max(len(encode_prompt(tokenizer, prompt, prepend_bos=False)) for prompt in prompts)
+                + max(len(encode_target(tokenizer, answer)) for answer in answers if answer))
+        return dataclasses.replace(hparams, reserve_tokens=max(hparams.reserve_tokens, room))
+
+    def edited_layers(self, hparams: IkeHparams, n_layers: int) -> str:
+        return "context"

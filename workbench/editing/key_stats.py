@@ -25,10 +25,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.core.fingerprint import model_fingerprint, tensor_digest, texts_fingerprint
-from workbench.core.io import write_text_atomic
+from workbench.core.io import read_text_file, write_text_atomic
 from workbench.core.paths import cache_root, shipped_root
 from workbench.core.sites import KEY_HOOK
 from workbench.model.hooks import hooks_suspended
+from workbench.world import CorpusConfig, World, corpus_rounds
 
 
 def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:
@@ -124,3 +125,35 @@ def key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, pr
     torch.save({"key": key, "moment": moment, "digest": tensor_digest(moment)}, entry)
     write_text_atomic(path, entry.getvalue(), overwrite=True)  # over a stale or damaged entry
     return moment
+
+
+def statistics_texts(facts, corpus_file: str | Path | None = None) -> list[str]:
+    """Texts for key statistics: a text file (one document per line), else the corpus of ``facts``
+    (a fact world)."""
+    if corpus_file:
+        return [line for line in read_text_file(corpus_file, "corpus file").splitlines() if line.strip()]
+    if not isinstance(facts, World):
+        raise ValueError("this model has no fact world: give a statistics corpus (one text per line)")
+    return next(corpus_rounds(facts, CorpusConfig(), set()))
+
+
+class KeyStatistics:
+    """ROME's prepared state for one model: the statistics texts (``statistics_texts``, read when
+    first needed) and E[k k^T] per layer over ``n_tokens`` keys (``key_second_moment``, looked up
+    once per layer)."""
+
+    def __init__(self, model, facts, corpus_file: str | Path | None, n_tokens: int):
+        self.model, self.n_tokens = model, n_tokens
+        self._facts, self._corpus_file = facts, corpus_file
+        self._texts: list[str] | None = None
+        self._moments: dict[int, Tensor] = {}
+
+    def texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = statistics_texts(self._facts, self._corpus_file)
+        return self._texts
+
+    def moment(self, layer: int) -> Float[Tensor, "d_mlp d_mlp"]:
+        if layer not in self._moments:
+            self._moments[layer] = key_second_moment(self.model, layer, self.texts(), self.n_tokens)
+        return self._moments[layer]

@@ -61,6 +61,7 @@ from workbench.core.io import staged_directory
 from workbench.core.paths import cache_root, shipped_root
 from workbench.core.sites import EditSite, site_module
 from workbench.editing.hparams import MendHparams
+from workbench.editing.method import EditingMethod, Resources
 from workbench.editing.target_loss import target_batch
 from workbench.model.architecture import mlp_input_sites, mlp_output_site
 from workbench.model.frozen import frozen_weights
@@ -289,3 +290,19 @@ def load_mend(model, hparams: MendHparams, directory: str | Path | None = None) 
     network.load_state_dict(load_file(directory / WEIGHTS_FILE, device=str(model.W_E.device)))
     network.eval()
     return network
+
+
+class Mend(EditingMethod):
+    """MEND behind the method protocol: prepares the trained editor network (``load_mend``)."""
+
+    name = "mend"
+    hparams_class = MendHparams
+
+    def prepare(self, model, hparams: MendHparams, resources: Resources) -> MendNetwork:
+        return load_mend(model, hparams, resources.checkpoint)
+
+    def compute(self, model, request: EditRequest, hparams: MendHparams, prepared: MendNetwork) -> Edit:
+        return compute_mend_edit(model, request, hparams, prepared)
+
+    def edited_layers(self, hparams: MendHparams, n_layers: int) -> str:
+        return ",".join(str(layer % n_layers) for layer in hparams.layers)

@@ -57,7 +57,8 @@ from torch import Tensor
 from workbench.core.edit import Edit, EditRequest, WeightDelta
 from workbench.core.sites import EditSite
 from workbench.editing.hparams import RomeHparams
-from workbench.editing.key_stats import key_second_moment
+from workbench.editing.key_stats import KeyStatistics, key_second_moment
+from workbench.editing.method import EditingMethod, Resources
 from workbench.editing.target_loss import TargetBatch, target_batch
 from workbench.model.architecture import mlp_output_site, plain_view
 from workbench.model.frozen import frozen_weights
@@ -257,3 +258,17 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     return Edit(request, (delta,), method="rome", hparams=dict(vars(hparams)),
                 timings={"key_statistics_s": statistics_seconds, "total_s": time.perf_counter() - started,
                          "target_value": target_value.tolist(), **trace})
+
+
+class Rome(EditingMethod):
+    """ROME behind the method protocol: prepares the key statistics (``KeyStatistics``)."""
+
+    name = "rome"
+    hparams_class = RomeHparams
+    takes_layer = True
+
+    def prepare(self, model, hparams: RomeHparams, resources: Resources) -> KeyStatistics:
+        return KeyStatistics(model, resources.facts, resources.stats_corpus, hparams.key_stats_tokens)
+
+    def compute(self, model, request: EditRequest, hparams: RomeHparams, prepared: KeyStatistics) -> Edit:
+        return compute_rome_edit(model, request, hparams, prepared.texts(), moment=prepared.moment(hparams.layer))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,11 @@ from workbench.core.cases import EditCase
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.core.plotting import plt, save_figure
 from workbench.core.progress import Progress, reported
-from workbench.editing.editor import HPARAMS_DIR, LAYER_METHODS, METHODS, Editor
+from workbench.editing.editor import Editor
+from workbench.editing.registry import METHODS, tuned_hparams_file
 from workbench.evaluation.metrics import FLUENCY_TOKENS, measure
 from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
+from workbench.model.handle import ModelHandle
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class MethodSpec:
 
     @property
     def hparams_file(self) -> Path | None:
-        return HPARAMS_DIR / f"{self.method}-{self.variant}.json" if self.variant else None
+        return tuned_hparams_file(self.method, self.variant) if self.variant else None
 
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
@@ -54,7 +56,7 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r} in {text!r}; choose from {sorted(METHODS)}, "
                              "optionally with @LAYER or @auto")
-        if layer and method not in LAYER_METHODS:
+        if layer and not METHODS[method].takes_layer:
             raise ValueError(f"{method} edits no single layer: write {method!r}, not {label!r}")
         if layer and not (layer.isdigit() or layer == "auto"):
             raise ValueError(f"{label!r}: the layer after @ must be a layer number or 'auto'")
@@ -71,45 +73,35 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
     return specs
 
 
-def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec], facts=None,
-                    stats_corpus: str | None = None, checkpoint: str | None = None, progress: Progress = True,
-                    editors: dict[str, Editor] | None = None,
+def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec],
+                    editor_for: Callable[[MethodSpec], Editor], progress: Progress = True,
                     fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, tuple[dict, list[dict]]]:
     """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
-    once without an edit, then once per method with its edit applied). ``facts``: the model's
-    world or train records, for the editors (see ``Editor``). ``checkpoint``: MEND's
-    editor directory (default: the cache's, by the model's fingerprint). ``editors``: ready
-    editors by method name or ``method:variant`` (for other hyperparameters); the other methods get default ones.
-    ``fluency_tokens``: length of the generations that measure fluency (0: no fluency)."""
+    once without an edit, then once per method with its edit applied). ``editor_for(spec)``: the
+    editor of a spec (``spec_editor`` for a model handle). ``fluency_tokens``: length of the
+    generations that measure fluency (0: no fluency)."""
     if not cases:
         raise ValueError("there are no edit cases to compare the methods on")
     befores = [measure(model, case, fluency_tokens) for case in reported(cases, "measuring before editing", progress)]
-    editors = dict(editors or {})
     compared = {}
     for spec in specs:
-        key = spec.method if spec.variant is None else f"{spec.method}:{spec.variant}"
-        if key not in editors:
-            editors[key] = Editor(model, spec.method, spec.hparams_file, facts=facts, stats_corpus=stats_corpus,
-                                  checkpoint=checkpoint if spec.variant is None else None)
-        editor = editors[key]
+        editor = editor_for(spec)
         label = spec.label + (" + neighbour locality" if getattr(editor.hparams, "neighbour_locality", False) else "")
         results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e.edit_case(case, s.layer),
                                     progress=progress, description=label, fluency_tokens=fluency_tokens,
                                     befores=befores)
-        results["method"], results["layer"] = spec.method, edited_layers(spec, editor)
+        results["method"] = spec.method
+        results["layer"] = spec.layer or editor.method.edited_layers(editor.hparams, model.cfg.n_layers)
         compared[label] = (results, records)
     return compared
 
 
-def edited_layers(spec: MethodSpec, editor: Editor) -> str:
-    """What the method edits, for the table: its layer spec, the hyperparameters' layer(s), or
-    ``context`` for IKE."""
-    if spec.method == "ike":
-        return "context"
-    if spec.method in LAYER_METHODS:
-        return str(spec.layer or editor.hparams.layer)
-    n_layers = editor.model.cfg.n_layers
-    return ",".join(str(layer % n_layers) for layer in editor.hparams.layers)
+def spec_editor(handle: ModelHandle, spec: MethodSpec, checkpoint: str | Path | None = None,
+                stats_corpus: str | Path | None = None) -> Editor:
+    """The editor of ``spec`` for the handle's model: the variant's hyperparameter file, else the
+    tuned one; ``checkpoint`` (MEND's editor directory) only for the spec without a variant."""
+    return Editor.for_model(handle, spec.method, spec.hparams_file, checkpoint if spec.variant is None else None,
+                            stats_corpus)
 
 
 def comparison_table(compared: dict[str, dict]) -> str:

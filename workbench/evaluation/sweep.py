@@ -42,7 +42,7 @@ def layer_sweep(model, cases: Sequence[EditCase], editor: Editor, layers: Sequen
     for layer in layers:
         try:
             results, _ = evaluate(model, cases, lambda case, layer=layer: editor.edit_case(case, layer),
-                                  progress=progress, description=f"{editor.method} at layer {layer}", fluency_tokens=0)
+                                  progress=progress, description=f"{editor.name} at layer {layer}", fluency_tokens=0)
         except ValueError as error:
             empty = {"mean": None, "ci95": None, "n": 0}
             rows.append({"layer": layer, "n_cases": 0, "median_edit_seconds": None, "refused": str(error),

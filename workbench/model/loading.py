@@ -18,7 +18,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.model.presets import PRESETS
-from workbench.model.sources import CORPUS_FILE, FACTS_FILE, WORLD_FILE, TrainRecords
+from workbench.model.sources import WORLD_FILE
 from workbench.model.store import MANIFEST_FILE, ensure_model, model_dir_problem
 from workbench.world import World
 
@@ -48,8 +48,13 @@ def resolve_model(reference: str | Path | None = None, progress: bool = True) ->
 def load_model(reference: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, progress: bool = True) -> TransformerBridge:
     """Load ``reference`` (see the module docstring) as a TransformerBridge in eval mode."""
+    return load_bridge(resolve_model(reference, progress=progress), device, dtype)
+
+
+def load_bridge(resolved: Path | str, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> TransformerBridge:
+    """The TransformerBridge of a resolved reference (``resolve_model``: a directory or a hub name)."""
     transformers.utils.logging.disable_progress_bar()
-    resolved = resolve_model(reference, progress=progress)
     if isinstance(resolved, Path):
         try:
             hf_model = AutoModelForCausalLM.from_pretrained(resolved, local_files_only=True, dtype=dtype)
@@ -78,30 +83,3 @@ def load_world(model_dir: str | Path) -> World | None:
         return World.from_dict(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(f"{path} is not a readable fact world: {type(error).__name__}: {error}") from error
-
-
-def load_model_and_world(reference: str | Path | None = None):
-    """``(bridge, world)``: the model and, for workbench-trained models, its fact world (else None)."""
-    resolved = resolve_model(reference)
-    bridge = load_model(resolved)
-    return bridge, load_world(resolved) if isinstance(resolved, Path) else None
-
-
-def training_facts(world: World | None, reference: str | Path | None) -> World | TrainRecords | None:
-    """What IKE's demonstrations and MEND's training edits are drawn from: the model's ``world``,
-    else the train records of the case file the model was trained on, else None."""
-    if world is not None:
-        return world
-    resolved = resolve_model(reference, progress=False)
-    return TrainRecords(resolved) if isinstance(resolved, Path) and (resolved / FACTS_FILE).is_file() else None
-
-
-def statistics_corpus(given: str | Path | None, reference: str | Path | None) -> str | Path | None:
-    """The texts file for ROME's key statistics: ``given``, else the corpus that a model trained on
-    a case file's facts carries (``corpus.txt``), else None (a workbench world's model reads its
-    world's corpus)."""
-    if given:
-        return given
-    resolved = resolve_model(reference, progress=False)
-    path = resolved / CORPUS_FILE if isinstance(resolved, Path) else None
-    return path if path is not None and path.is_file() else None

@@ -15,33 +15,45 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.app import api
 from workbench.core.edit import Edit, applied_edits
 from workbench.core.paths import cache_root
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
-from workbench.model.loading import statistics_corpus, training_facts
+from workbench.model.handle import ModelHandle, open_model
 from workbench.world import World
 
 
 @dataclass
 class SharedModel:
-    """A loaded model, where it came from, its fact world (None for models the workbench did not
-    train), the lock that serialises its use and the editors made for it (kept, so ROME's key
-    statistics and MEND's network are read once)."""
+    """A model handle, the lock that serialises the model's use and the editors made for it (kept,
+    so each is made once; their prepared state, such as ROME's key statistics and MEND's network,
+    is the handle's)."""
 
-    reference: str
-    source: Path | str
-    model: object
-    world: World | None
+    handle: ModelHandle
     lock: threading.RLock = field(default_factory=threading.RLock)
     _editors: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, reference: str) -> SharedModel:
-        """Load ``reference`` (a preset name, a local directory or a hub name) as ``api.load_model`` does."""
-        model = api.load_model(reference)
-        return cls(str(reference), api.source_of(model), model, api.world_of(model))
+        """Load ``reference`` (a preset name, a local directory or a hub name)."""
+        return cls(open_model(reference))
+
+    @property
+    def reference(self) -> str:
+        return self.handle.source.reference
+
+    @property
+    def source(self) -> Path | str:
+        """The model's directory, or its hub name."""
+        return self.handle.source.location
+
+    @property
+    def model(self):
+        return self.handle.bridge
+
+    @property
+    def world(self) -> World | None:
+        return self.handle.world
 
     @contextmanager
     def use(self, edits: Sequence[Edit] = ()) -> Iterator[object]:
@@ -50,13 +62,12 @@ class SharedModel:
             yield self.model
 
     def editor(self, method: str, hparams=None) -> Editor:
-        """The editor of ``method`` with ``hparams`` (a dataclass, or None for the method's file)."""
+        """The editor of ``method`` with ``hparams`` (a dataclass or a file; None: the method's
+        default for this model)."""
         with self.lock:
             key = (method, hparams)
             if key not in self._editors:
-                corpus = statistics_corpus(None, self.source)
-                facts = training_facts(self.world, self.source)
-                self._editors[key] = Editor(self.model, method, hparams, facts, corpus)
+                self._editors[key] = Editor.for_model(self.handle, method, hparams)
             return self._editors[key]
 
 

@@ -15,15 +15,15 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from workbench.app import api
 from workbench.app.dashboard.launch import MODEL_ENV
 from workbench.app.dashboard.session import EditHistory, SharedModel
 from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest
 from workbench.core.progress import Progress
-from workbench.editing.editor import LAYER_METHODS, method_hparams
+from workbench.editing.registry import method_hparams, method_named
 from workbench.model.info import model_info
 from workbench.model.tokens import top_next_tokens
+from workbench.world.cases import load_edit_cases
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -33,7 +33,7 @@ def _load_shared(reference: str) -> SharedModel:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _world_cases(reference: str, _shared: SharedModel) -> list[EditCase]:
-    return api.edit_cases(_shared.model, "test")
+    return load_edit_cases(None, _shared.world)
 
 
 def world_cases(shared: SharedModel) -> list[EditCase]:
@@ -133,14 +133,14 @@ MAIN_HPARAMS = {
 }
 
 
-def hparams_input(method: str, n_layers: int, key: str):
-    """``(hparams, layer)``: the method's default hyperparameters with its main ones (``MAIN_HPARAMS``)
-    changed in widgets keyed ``{key}_{field}``, and the layer (``"auto"`` or a number; None for
-    methods without one) from the widget ``{key}_layer``."""
-    defaults = method_hparams(method)
-    layer = None
-    if method in LAYER_METHODS:
-        default_layer = defaults.layer if defaults.layer < n_layers else "auto"
+def hparams_input(shared: SharedModel, method: str, key: str):
+    """``(hparams, layer)``: the method's default hyperparameters for the shared model with its main
+    ones (``MAIN_HPARAMS``) changed in widgets keyed ``{key}_{field}``, and the layer (``"auto"`` or
+    a number; None for methods without one) from the widget ``{key}_layer``."""
+    defaults = method_hparams(method, tuned=shared.handle.trained_by_workbench)
+    n_layers, layer = shared.model.cfg.n_layers, None
+    if method_named(method).takes_layer:
+        default_layer = defaults.layer if defaults.layer is not None and defaults.layer < n_layers else "auto"
         options = ["auto", *range(n_layers)]
         layer = st.selectbox("layer (auto: the locator's choice)", options, options.index(default_layer),
                              key=f"{key}_layer")
