@@ -170,11 +170,13 @@ def test_the_dashboard_command_serves_the_app_with_the_chosen_model(monkeypatch,
     monkeypatch.setattr(launch.os, "execve", lambda path, command, env: calls.append((path, command, env)))
     assert main(["dashboard", "--model", "tiny", "--port", "8600", "--headless"]) == 0
     [(path, command, env)] = calls  # the command becomes the server: stopping it stops the server
-    assert path == command[0] and command[command.index("run") + 1] == str(launch.APP) and launch.APP.is_file()
+    app = launch.app_path()
+    assert path == command[0] and command[command.index("run") + 1] == str(app) and app.name == "app.py"
+    assert (app.parent / ".streamlit" / "config.toml").is_file() and (app.parent / "app_pages" / "edit.py").is_file()
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "8600"
     assert command[command.index("--server.headless") + 1] == "true"
     assert env[launch.MODEL_ENV] == "tiny"
-    monkeypatch.setattr(launch, "APP", tmp_path / "app.py")
-    with pytest.raises(FileNotFoundError, match="pip install -e"):
+    monkeypatch.setattr(launch, "files", lambda package: tmp_path)
+    with pytest.raises(FileNotFoundError, match="app.py is missing: reinstall"):
         launch.app_path()

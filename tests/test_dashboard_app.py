@@ -6,7 +6,7 @@ import threading
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from workbench.app.dashboard.launch import APP
+from workbench.app.dashboard.launch import app_path
 from workbench.app.dashboard.session import SharedModel
 from workbench.world.cases import load_edit_cases
 
@@ -16,7 +16,7 @@ TIMEOUT = 600
 def open_page(page: str | None = None) -> AppTest:
     """A new session on the tiny model, on ``page`` (the Model page when None). The app's main
     script runs first; after ``switch_page`` AppTest runs the page's script alone."""
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(app_path()), default_timeout=TIMEOUT)
     at.session_state["model_reference"] = "tiny"
     at.run()
     if page:

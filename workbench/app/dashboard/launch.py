@@ -1,6 +1,7 @@
 """Start the dashboard: ``streamlit run apps/app.py`` with the model chosen on the command line.
 
-The app lives beside the package in a checkout (``pip install -e .``), not inside it. It serves
+The app (``apps/`` in a checkout) is installed with the package as ``workbench.apps`` and found
+with ``importlib.resources``, in an editable checkout and in an installed wheel alike. It serves
 127.0.0.1 only, and sends no usage statistics, however it is started: ``apps/.streamlit/config.toml``
 says so for a plain ``streamlit run apps/app.py`` too. Another ``address`` must be asked for.
 ``run_dashboard`` replaces this process with the server, so stopping it stops the server.
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
-APP = Path(__file__).resolve().parents[3] / "apps" / "app.py"
 
 
 def app_path() -> Path:
-    if not APP.is_file():
-        raise FileNotFoundError(f"the dashboard app {APP} is missing: the dashboard runs from a checkout of the "
-                                "workbench installed with `pip install -e .`")
-    return APP
+    """The Streamlit script of the installed app (``workbench.apps``: ``apps/app.py``)."""
+    app = Path(str(files("workbench.apps") / "app.py"))
+    if not app.is_file():
+        raise FileNotFoundError(f"the dashboard app {app} is missing: reinstall the workbench")
+    return app
 
 
 LOCAL_ADDRESS = "127.0.0.1"

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (package data of the installed package: ``workbench.apps``)."""
