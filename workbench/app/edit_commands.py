@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from workbench.app.edit_bench import bench_mend, bench_rome
+from workbench.app.output import print_result
 from workbench.app.report import format_before_after, predictions, probe_prompts
 from workbench.core.cases import EditCase, parse_cases
 from workbench.core.edit import EditRequest
@@ -151,9 +152,3 @@ def cmd_bench_rome(args) -> int:
                         f"{result['key_stats_tokens']} tokens {result['key_statistics_s']:.2f} s (once per layer, "
                         f"then cached); median edit {result['median_edit_s']:.2f} s and median evaluation "
                         f"{result['median_eval_s']:.2f} s over {result['n_edits']} edits")
-
-
-def print_result(args, result: dict, summary: str) -> int:
-    """``result`` as JSON with ``--json``, else the one-line ``summary``."""
-    print(json.dumps(result, indent=1) if args.json else summary)
-    return 0

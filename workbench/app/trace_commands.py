@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from workbench.app.output import print_result
 from workbench.app.trace_bench import bench_tracing
 from workbench.core.io import refuse_existing, write_json
 from workbench.core.plotting import figure_paths
@@ -157,15 +158,12 @@ def cmd_bench_tracing(args) -> int:
     else:
         raise ValueError("give --prompt, --subject and --answer for a model without a fact world")
     result = bench_tracing(bridge, prompt, subject, answer, repeats=args.repeats)
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"residual grid of {result['resid_cells']} cells: batched {result['batched_resid_grid_s']:.3f} s, "
-          f"transformer_lens.patching {result['patching_resid_grid_s']:.3f} s: "
-          f"{result['speedup_vs_patching']:.1f}x (grids differ by at most {result['max_abs_difference']:.1e})")
-    print(f"full trace, {result['trace_rows']} rows: {result['trace_rows_per_s']:.0f} rows/s traced vs "
-          f"{result['plain_forward_rows_per_s']:.0f} rows/s plain forward: {result['throughput_vs_forward']:.2f}")
-    return 0
+    return print_result(args, result, (
+        f"residual grid of {result['resid_cells']} cells: batched {result['batched_resid_grid_s']:.3f} s, "
+        f"transformer_lens.patching {result['patching_resid_grid_s']:.3f} s: "
+        f"{result['speedup_vs_patching']:.1f}x (grids differ by at most {result['max_abs_difference']:.1e})\n"
+        f"full trace, {result['trace_rows']} rows: {result['trace_rows_per_s']:.0f} rows/s traced vs "
+        f"{result['plain_forward_rows_per_s']:.0f} rows/s plain forward: {result['throughput_vs_forward']:.2f}"))
 
 
 def add_trace_options(command) -> None:
