@@ -105,7 +105,8 @@ def test_every_registered_method_declares_the_protocol():
         assert method.name == name and dataclasses.is_dataclass(method.hparams_class)
         defaults = method.default_hparams()
         assert isinstance(defaults, method.hparams_class)
-        assert ("layer" in {f.name for f in dataclasses.fields(defaults)}) == method.takes_layer
+        names = {f.name for f in dataclasses.fields(defaults)}
+        assert ("layer" in names) == method.takes_layer and set(method.main_hparams) <= names
     assert registry.LAYER_METHODS == ("rome", "ft", "ft-l")
     assert registry.method_hparams("ft-l", tuned=False).norm_constraint == 5e-4
     assert registry.method_hparams("ft", tuned=False).norm_constraint is None

@@ -62,6 +62,8 @@ class Finetune(EditingMethod):
 
     def __init__(self, name: str):
         self.name = name
+        self.main_hparams = ("steps", "lr") if self.DEFAULT_NORM_CONSTRAINTS[name] is None else (
+            "steps", "lr", "norm_constraint")
 
     def default_hparams(self) -> FinetuneHparams:
         return FinetuneHparams(norm_constraint=self.DEFAULT_NORM_CONSTRAINTS[self.name])

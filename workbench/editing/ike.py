@@ -236,6 +236,7 @@ class Ike(EditingMethod):
 
     name = "ike"
     hparams_class = IkeHparams
+    main_hparams = ("k", "reserve_tokens")
 
     def prepare(self, model, hparams: IkeHparams, resources: Resources) -> DemonstrationRetriever:
         return DemonstrationRetriever(model, resources.facts, hparams)

@@ -6,7 +6,8 @@ ROME's key statistics, IKE's demonstration pool and its embeddings, MEND's train
 it computes an edit from a request (``compute``, pure: the model is left exactly as it was found;
 the ``Edit`` holds weight deltas or a prompt context). ``for_case`` lets a method adapt its
 hyperparameters to everything an evaluation will ask of a case (IKE keeps room for the longest
-prompt and answer), and ``edited_layers`` says for tables what an edit changes.
+prompt and answer), ``edited_layers`` says for tables what an edit changes, and ``main_hparams`` names the
+hyperparameters a user most often changes.
 
 The registry (``workbench.editing.registry``) maps names to methods; ``Editor`` drives them. A
 method's prepared state is always made with no hook applied to the model (``Editor.prepared``).
@@ -42,6 +43,8 @@ class EditingMethod(ABC):
     name: str
     hparams_class: ClassVar[type]
     takes_layer: ClassVar[bool] = False
+    # The numeric hyperparameters users most often change (the dashboard offers them).
+    main_hparams: tuple[str, ...] = ()
 
     def default_hparams(self):
         """The method's own defaults, for a model the workbench has no tuned file for (no layer)."""

@@ -266,6 +266,7 @@ class Rome(EditingMethod):
     name = "rome"
     hparams_class = RomeHparams
     takes_layer = True
+    main_hparams = ("v_steps", "v_lr", "clamp_norm_factor", "kl_factor")
 
     def prepare(self, model, hparams: RomeHparams, resources: Resources) -> KeyStatistics:
         return KeyStatistics(model, resources.facts, resources.stats_corpus, hparams.key_stats_tokens)

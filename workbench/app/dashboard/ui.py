@@ -124,29 +124,20 @@ def world_facts(shared: SharedModel, search: str = "") -> list[dict]:
     return [row for row in rows if needle in " ".join(row.values()).lower()] if needle else rows
 
 
-MAIN_HPARAMS = {
-    "rome": ("v_steps", "v_lr", "clamp_norm_factor", "kl_factor"),
-    "ft": ("steps", "lr"),
-    "ft-l": ("steps", "lr", "norm_constraint"),
-    "mend": (),
-    "ike": ("k", "reserve_tokens"),
-}
-
-
 def hparams_input(shared: SharedModel, method: str, key: str):
     """``(hparams, layer)``: the method's default hyperparameters for the shared model with its main
-    ones (``MAIN_HPARAMS``) changed in widgets keyed ``{key}_{field}``, and the layer (``"auto"`` or
+    ones (``EditingMethod.main_hparams``) changed in widgets keyed ``{key}_{field}``, and the layer (``"auto"`` or
     a number; None for methods without one) from the widget ``{key}_layer``."""
     defaults = method_hparams(method, tuned=shared.handle.trained_by_workbench)
-    n_layers, layer = shared.model.cfg.n_layers, None
+    n_layers, layer, main = shared.model.cfg.n_layers, None, method_named(method).main_hparams
     if method_named(method).takes_layer:
         default_layer = defaults.layer if defaults.layer is not None and defaults.layer < n_layers else "auto"
         options = ["auto", *range(n_layers)]
         layer = st.selectbox("layer (auto: the locator's choice)", options, options.index(default_layer),
                              key=f"{key}_layer")
     values = {}
-    columns = st.columns(max(len(MAIN_HPARAMS[method]), 1))
-    for column, name in zip(columns, MAIN_HPARAMS[method]):
+    columns = st.columns(max(len(main), 1))
+    for column, name in zip(columns, main):
         default = getattr(defaults, name)
         values[name] = column.number_input(name, value=default, key=f"{key}_{name}",
                                            **({} if isinstance(default, int) else {"format": "%g"}))
