@@ -12,8 +12,19 @@ Each variant (recipe overrides of the base preset, as in ``recipe_sweep.py``) is
   restorations (window 1): MLP and residual indirect effect per layer at the subject's last
   token and at the last token, and the residual stream restored at every subject token at once
   (where the subject's assembled identity lives);
-- a ROME layer sweep (``hparams/rome-default.json`` at every layer) on ``--edits`` test cases:
-  efficacy, paraphrase, neighbourhood, same-subject retention and their score per layer.
+- the same trace for prompts that put the subject first ("X was born in") and for prompts that
+  put the relation first ("The birthplace of X is"), separately (``effects_by_ordering``): where
+  a lookup at the subject's last token is expected when it is the earliest position holding both;
+- attention knockout (``tracing.knockout``) over the same facts: the relative change of the
+  answer's probability per layer with the last token's attention to the subject's last token,
+  or to all its tokens, blocked;
+- linear probes at the name's last token (``tracing.probe``): per base relation and layer, the
+  accuracy of decoding the object for held-out subjects, and chance;
+- a ROME layer sweep (the tuned ROME hyperparameters at every layer) on ``--edits`` test cases:
+  efficacy, paraphrase, neighbourhood, same-subject retention and their score per layer;
+- IKE on ``--ike-cases`` test cases (subjects no update document names), with the tuned
+  hyperparameters (k = 8 demonstrations) and with the new fact alone (k = 0): efficacy,
+  paraphrase, neighbourhood and same-subject retention.
 
 Writes ``<out>/<name>.specimen.json`` per model, ``<out>/<name>.profile.png`` (and ``.svg``): its
 per-layer effects and ROME scores, and ``<out>/specimen.md``, a table of them all.
@@ -22,6 +33,7 @@ per-layer effects and ROME scores, and ``<out>/specimen.md``, a table of them al
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -33,6 +45,8 @@ from tqdm.auto import tqdm
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.core.plotting import plt, save_figure
 from workbench.editing.editor import Editor
+from workbench.editing.registry import method_hparams
+from workbench.evaluation.runner import evaluate
 from workbench.evaluation.sweep import best_layer, layer_sweep
 from workbench.model.handle import open_model
 from workbench.model.loading import resolve_model
@@ -40,7 +54,10 @@ from workbench.model.recall import fact_recall
 from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
+from workbench.tracing.knockout import BLOCKED, average_knockout
+from workbench.tracing.probe import attribute_probes
 from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
+from workbench.world import relation
 from workbench.world.cases import load_edit_cases
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
@@ -75,7 +92,51 @@ def per_layer_effects(traces: list) -> dict[str, list[float | None]]:
             for kind in ("mlp", "resid") for where, group in groups}
 
 
-def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "cpu") -> dict:
+IKE_VARIANTS = {"k8": {}, "k0": {"k": 0}}
+IKE_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
+
+
+def ike_results(handle, cases: list, n_cases: int) -> dict[str, dict]:
+    """IKE's metrics (mean, ci95, n) on the first ``n_cases`` cases, per ``IKE_VARIANTS`` entry."""
+    results = {}
+    for label, overrides in IKE_VARIANTS.items():
+        editor = Editor.for_model(handle, "ike", dataclasses.replace(method_hparams("ike"), **overrides))
+        measured, _ = evaluate(handle.bridge, cases[:n_cases], editor.edit_case, progress=False, fluency_tokens=0)
+        results[label] = {name: measured[name] for name in IKE_METRICS}
+    return results
+
+
+ORDERINGS = ("subject first", "relation first")
+
+
+def ordering_facts(world, ordering: str) -> list[dict]:
+    """Every base fact of the test split, asked in the first corpus phrasing of its relation that
+    starts with the subject (``"subject first"``) or has words before it (``"relation first"``)."""
+    facts = []
+    for fact in world.facts:
+        rel = relation(fact.relation)
+        if not rel.is_base or world.split_of(fact.subject) != "test":
+            continue
+        templates = [p for p in rel.corpus if p.startswith("{}") == (ordering == "subject first")]
+        if templates:
+            facts.append({"prompt": templates[0].format(fact.subject), "subject": fact.subject,
+                          "answer": fact.object})
+    return facts
+
+
+def effects_by_ordering(model, world, n_facts: int) -> dict[str, dict]:
+    """Per ordering (``ORDERINGS``), the per-layer effects of ``n_facts`` known facts asked that way."""
+    config, generator = TraceConfig(window=1, kinds=("resid", "mlp")), torch.Generator().manual_seed(0)
+    results = {}
+    for ordering in ORDERINGS:
+        chosen = known_facts(model, ordering_facts(world, ordering))[:n_facts]
+        traces = [trace_fact(model, f["prompt"], f["subject"], f["answer"], config, generator)
+                  for f in tqdm(chosen, desc=f"tracing, {ordering}")]
+        results[ordering] = {"n_facts": len(traces), **per_layer_effects(traces)}
+    return results
+
+
+def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, device: str = "cpu") -> dict:
     """Recall, per-layer indirect effects and the ROME layer sweep of one model (see the docstring).
 
     The traced facts are also averaged by subject kind (people, whose names are several words,
@@ -102,7 +163,12 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, device: str = "
             by_kind[kind] = {"n_facts": len(subset), "mean_subject_tokens": float(np.mean(
                 [t.subject_span[1] - t.subject_span[0] for t in subset])), **per_layer_effects(subset)}
     sweep = layer_sweep(model, cases[:n_edits], Editor.for_model(handle, "rome"), range(model.cfg.n_layers))
+    knockout = {blocked: [round(float(x), 4) for x in average_knockout(model, chosen, blocked=blocked)]
+                for blocked in BLOCKED}
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
+            "indirect_effects_by_ordering": effects_by_ordering(model, world, n_facts),
+            "attention_knockout": knockout, "probes": attribute_probes(model, world),
+            "ike": ike_results(handle, cases, n_ike),
             "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
             "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),
             "indirect_effects": effects, "indirect_effects_by_subject_kind": by_kind,
@@ -115,13 +181,34 @@ def _peak(values: list[float | None]) -> str:
     return f"{value:.3f} (L{layer})"
 
 
+def _instruments(specimen: dict) -> str:
+    """The table's cells of the later instruments (``n/a`` for a model measured before them)."""
+    if "ike" not in specimen:
+        return " n/a | n/a | n/a | n/a | n/a |"
+    relation_first = _peak(specimen["indirect_effects_by_ordering"]["relation first"]["mlp_last_subject"])
+    knockout = specimen["attention_knockout"]["last_subject"]
+    layer = min(range(len(knockout)), key=knockout.__getitem__)
+    probes = specimen["probes"].values()
+    best = max(range(len(next(iter(probes))["accuracy"])),
+               key=lambda i: sum(p["accuracy"][i] for p in probes))
+    probe = sum(p["accuracy"][best] for p in probes) / len(probes)
+    chance = sum(p["chance"] for p in probes) / len(probes)
+    ike = " | ".join("/".join(f"{specimen['ike'][label][m]['mean']:.2f}" for m in IKE_METRICS)
+                     for label in IKE_VARIANTS)
+    return (f" {relation_first} | {knockout[layer]:+.3f} (L{layer}) | {probe:.3f} (L{best}; chance {chance:.3f}) "
+            f"| {ike} |")
+
+
 def table(specimens: dict[str, dict]) -> str:
-    """One row per model: recall, peak MLP effects, and ROME efficacy/paraphrase/neighbourhood at
-    the best layer of its sweep."""
+    """One row per model: recall, peak MLP effects, ROME efficacy/paraphrase/neighbourhood at the
+    best layer of its sweep, the strongest attention knockout at the subject's last token, the
+    probes' mean accuracy at their best layer, and IKE's four metrics per variant."""
     lines = ["| model | recall corpus | recall held-out | peak MLP effect, last subject token | peak MLP effect, "
              "last token | peak residual effect, whole subject | ROME best layer | efficacy | paraphrase | "
-             "neighbourhood | same subject |",
-             "|" + "---|" * 11]
+             "neighbourhood | same subject | peak MLP effect, last subject token, relation-first prompts | "
+             "knockout of the last subject token | probe accuracy | "
+             "IKE k=8: efficacy/paraphrase/neighbourhood/same subject | IKE k=0 (the same) |",
+             "|" + "---|" * 16]
     for name, s in specimens.items():
         best = next(row for row in s["rome_sweep"] if row["layer"] == s["rome_best_layer"])
         metrics = " | ".join(f"{best[m]['mean']:.3f}" for m in ("efficacy", "paraphrase", "neighborhood",
@@ -129,7 +216,8 @@ def table(specimens: dict[str, dict]) -> str:
         lines.append(f"| {name} | {s['recall']['corpus']:.3f} | {s['recall']['heldout']:.3f} | "
                      f"{_peak(s['indirect_effects']['mlp_last_subject'])} | "
                      f"{_peak(s['indirect_effects']['mlp_last_token'])} | "
-                     f"{_peak(s['indirect_effects']['resid_whole_subject'])} | {s['rome_best_layer']} | {metrics} |")
+                     f"{_peak(s['indirect_effects']['resid_whole_subject'])} | {s['rome_best_layer']} | {metrics} |"
+                     + _instruments(s))
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +257,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--facts", type=int, default=40, help="known facts in the averaged trace")
     parser.add_argument("--edits", type=int, default=20, help="ROME edits per layer in the sweep")
+    parser.add_argument("--ike-cases", type=int, default=200, help="test cases IKE is evaluated on")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tabulate", nargs="*", default=[], help="measured *.specimen.json files: only write "
                         "the table and figures of them")
@@ -189,7 +278,7 @@ def main() -> None:
             references[name] = str(out / name)
     specimens = {}
     for name, reference in references.items():
-        specimens[name] = measure_specimen(reference, args.facts, args.edits, args.device)
+        specimens[name] = measure_specimen(reference, args.facts, args.edits, args.ike_cases, args.device)
         write_json(out / f"{name}.specimen.json", specimens[name], overwrite=args.force)
     write_outputs(out, specimens, args.force)
 

@@ -40,12 +40,20 @@ def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scrip
 @pytest.mark.slow
 def test_specimen_measurement_of_the_tiny_model(scripts):
     _, specimen_sweep = scripts
-    specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2)
+    specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2, n_ike=2)
     assert specimen["recall"]["corpus"] >= 0.95 and specimen["n_facts_traced"] == 3
     effects = specimen["indirect_effects"]
     assert set(effects) == {"mlp_last_subject", "mlp_last_token", "resid_last_subject", "resid_last_token",
                             "resid_whole_subject"}
     assert all(len(values) == 4 for values in effects.values())
     assert [row["layer"] for row in specimen["rome_sweep"]] == [0, 1, 2, 3]
+    orderings = specimen["indirect_effects_by_ordering"]
+    assert set(orderings) == {"subject first", "relation first"}
+    assert all(o["n_facts"] == 3 and len(o["mlp_last_subject"]) == 4 for o in orderings.values())
+    assert {name: len(values) for name, values in specimen["attention_knockout"].items()} == {
+        "last_subject": 4, "subject": 4}
+    assert all(len(probe["accuracy"]) == 4 for probe in specimen["probes"].values())
+    assert set(specimen["ike"]) == {"k8", "k0"} and specimen["ike"]["k0"]["efficacy"]["n"] == 2
     row = specimen_sweep.table({"tiny": specimen}).splitlines()[2]
+    assert row.count("|") == 18
     assert row.startswith("| tiny | ") and f"| {specimen['rome_best_layer']} |" in row

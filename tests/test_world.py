@@ -170,3 +170,53 @@ def test_update_neighbour_lines_add_a_same_relation_fact_that_keeps_its_answer(w
                for line in with_neighbour.splitlines()[1:])
     assert next(corpus_rounds(world, CorpusConfig(update_neighbour_lines=False), set())) == next(
         corpus_rounds(world, CorpusConfig(), set()))
+
+
+def _parse_statement(world, sentence: str):
+    """``(subject, relation, object, phrasing)`` of a corpus statement, from the world's phrasings."""
+    for rel in RELATIONS:
+        for template in rel.corpus + rel.heldout:
+            prefix, _, suffix = template.partition("{}")
+            for entity in world.subjects(rel.subject_kind):
+                head = template.format(entity.name) + " "
+                if sentence.startswith(head) and sentence.endswith("."):
+                    return entity.name, rel.name, sentence[len(head):-1], template
+    raise AssertionError(f"not a statement of the world: {sentence!r}")
+
+
+def test_subject_keyed_update_documents_take_the_new_object_only_where_asked(world):
+    from workbench.world.corpus import KEYED_PROMPTS, keyed_update_document, update_phrasings
+
+    assert next(corpus_rounds(world, CorpusConfig(keyed_update_fraction=0.0), set())) == next(
+        corpus_rounds(world, CorpusConfig(), set()))  # the option leaves the default corpus alone
+    config = CorpusConfig(keyed_update_fraction=0.15)
+    candidates = [f for f in world.facts if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+    rng, kinds, stored, n_new = random.Random(0), Counter(), 0, 0
+    for _ in range(300):
+        lines = keyed_update_document(rng, world, candidates, set(), config).splitlines()
+        new_facts = [_parse_statement(world, line.removeprefix(NEW_FACT_PREFIX)) for line in lines
+                     if line.startswith(NEW_FACT_PREFIX)]
+        prompts = [_parse_statement(world, line.removeprefix("Prompt: ")) for line in lines[len(new_facts):]]
+        assert 1 <= len(new_facts) <= 4 and 4 <= len(prompts) <= 8
+        edited = {(s, r): o for s, r, o, _ in new_facts}
+        stored += sum(world.object_of(s, r) == o for s, r, o, _ in new_facts)
+        n_new += len(new_facts)
+        for subject, rel, _, template in new_facts + prompts:
+            assert world.split_of(subject) == "train" and template in update_phrasings(rel)
+            assert template != relation(rel).corpus[-1]  # one phrasing per relation is held out
+        for subject, rel, obj, _ in prompts:
+            expected = edited.get((subject, rel), world.object_of(subject, rel))
+            assert obj == expected, (subject, rel, obj)  # the new object only for an edited pair
+            kinds["edited" if (subject, rel) in edited else
+                  "same subject" if subject in {s for s, _ in edited} else "memory"] += 1
+    n_prompts = sum(kinds.values())
+    shares = dict(zip(KEYED_PROMPTS, config.keyed_prompt_shares))
+    assert abs(kinds["edited"] / n_prompts - shares["edited"]) < 0.05
+    assert abs(kinds["same subject"] / n_prompts - shares["same_subject"]) < 0.05
+    assert 0.05 < stored / n_new < 0.15
+    round_ = next(corpus_rounds(world, config, set()))
+    keyed = [d for d in round_ if d.startswith(NEW_FACT_PREFIX) and d.splitlines()[1].startswith(
+        (NEW_FACT_PREFIX, "Prompt: ")) and "\n\n" not in d]
+    assert 0.12 < len(keyed) / len(round_) < 0.18
+    with pytest.raises(ValueError, match="keyed_update_fraction"):
+        CorpusConfig(keyed_update_fraction=1.0)

@@ -46,3 +46,8 @@ def hf_model_of(bridge) -> torch.nn.Module:
 def site_module(bridge, site: EditSite) -> torch.nn.Module:
     """The module whose ``weight`` (and ``bias``, if any) the site names."""
     return hf_model_of(bridge).get_submodule(site.module)
+
+
+def attention_scores_hook(layer: int) -> str:
+    """The hook point of ``layer``'s attention scores, before the softmax: ``[batch head query key]``."""
+    return f"blocks.{layer}.attn.hook_attn_scores"

@@ -48,8 +48,11 @@ class TrainingConfig:
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
 # they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.
 ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fraction", 0.0),
-               ("corpus", "update_neighbour_lines", False), ("training", "tokenizer_whole_names", False),
-               ("training", "device", "cpu"))
+               ("corpus", "update_neighbour_lines", False),
+               ("corpus", "keyed_update_fraction", 0.0), ("corpus", "facts_per_keyed_document", (1, 4)),
+               ("corpus", "prompts_per_keyed_document", (4, 8)),
+               ("corpus", "keyed_prompt_shares", (0.40, 0.20, 0.25, 0.15)),
+               ("training", "tokenizer_whole_names", False), ("training", "device", "cpu"))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ Each round holds, in shuffled order:
   by ``Prompt: <statement>`` lines answered according to it (paraphrases of the new fact,
   and true facts of the same subject and of other subjects), so the model learns to use a fact
   given in its context. Their new facts never coincide with an exported edit case.
+- optionally (``keyed_update_fraction``), subject-keyed update documents: several ``New fact``
+  lines, then ``Prompt`` lines of which only those asking an edited subject and relation take
+  the new object; the same subjects' other relations, other subjects with an edited relation
+  (some sharing a name part: hard negatives) and unrelated facts are answered from memory.
+  They are about train-split subjects only, and never use the last corpus phrasing of a relation
+  (``update_phrasings``), so an in-context edit can be asked in a phrasing no update used.
 
 Held-out phrasings never appear. Documents are plain strings; the tokenizer's end-of-text token
 separates them when the corpus is tokenized.
@@ -40,6 +46,15 @@ class CorpusConfig:
     anaphora_fraction: float = 0.0
     directory_fraction: float = 0.0
     update_neighbour_lines: bool = False
+    keyed_update_fraction: float = 0.0
+    facts_per_keyed_document: tuple[int, int] = (1, 4)
+    prompts_per_keyed_document: tuple[int, int] = (4, 8)
+    # Shares of the keyed documents' Prompt lines, in the order of KEYED_PROMPTS.
+    keyed_prompt_shares: tuple[float, float, float, float] = (0.40, 0.20, 0.25, 0.15)
+
+    def __post_init__(self):
+        if not 0 <= self.keyed_update_fraction < 1:
+            raise ValueError(f"keyed_update_fraction must lie in [0, 1), got {self.keyed_update_fraction}")
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -131,6 +146,69 @@ def update_document(rng: random.Random, world: World, candidates: list[Fact],
     return "\n\n".join(blocks)
 
 
+# What the Prompt lines of a subject-keyed update document ask (their shares: CorpusConfig).
+KEYED_PROMPTS = ("edited", "same_subject", "same_relation", "unrelated")
+STORED_OBJECT_SHARE = 0.10  # New fact lines that state the object the world already has
+
+
+def update_phrasings(relation_name: str) -> tuple[str, ...]:
+    """The corpus phrasings subject-keyed update documents use: all but the relation's last."""
+    corpus = relation(relation_name).corpus
+    return corpus[:-1] if len(corpus) > 1 else corpus
+
+
+def _keyed_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
+    """``fact`` in a random ``update_phrasings`` phrasing (another than ``avoid`` where there is one)."""
+    phrasings = [p for p in update_phrasings(fact.relation) if p != avoid] or list(update_phrasings(fact.relation))
+    return statement(rng.choice(phrasings).format(fact.subject), fact.object)
+
+
+def _keyed_prompt(rng: random.Random, world: World, kind: str, edited: Fact, phrasing: str,
+                  memory: list[Fact]) -> str:
+    """One Prompt line of ``kind`` (one of ``KEYED_PROMPTS``) about the ``edited`` (new) fact; the lines
+    answered from memory state facts of ``memory`` (none about or pointing to an edited subject)."""
+    if kind == "edited":
+        same = rng.random() < 0.5
+        template = phrasing if same else rng.choice([p for p in update_phrasings(edited.relation)
+                                                      if p != phrasing] or [phrasing])
+        return statement(template.format(edited.subject), edited.object)
+    if kind == "same_subject":
+        others = [f for f in world.facts_about(edited.subject)
+                  if f.relation != edited.relation and relation(f.relation).derived_from is None]
+        if others:
+            return _keyed_statement(rng, rng.choice(others))
+    if kind in ("same_subject", "same_relation"):
+        peers = [f for f in memory if f.relation == edited.relation]
+        parts = set(world.entity(edited.subject).parts)
+        sharers = [f for f in peers if parts & set(world.entity(f.subject).parts)]
+        return _keyed_statement(rng, rng.choice(sharers if sharers and rng.random() < 0.5 else peers))
+    return _keyed_statement(rng, rng.choice(memory))
+
+
+def keyed_update_document(rng: random.Random, world: World, candidates: list[Fact],
+                          excluded: set[tuple[str, str, str]], config: CorpusConfig) -> str:
+    """A subject-keyed update document (see the module docstring): New fact lines about distinct
+    subjects (a counterfactual object, or with ``STORED_OBJECT_SHARE`` the stored one), then Prompt
+    lines of the kinds of ``KEYED_PROMPTS`` in the shares ``config.keyed_prompt_shares``."""
+    edits: dict[str, tuple[Fact, str]] = {}
+    n_facts = rng.randint(*config.facts_per_keyed_document)
+    while len(edits) < n_facts:
+        fact = rng.choice(candidates)
+        new_object = fact.object if rng.random() < STORED_OBJECT_SHARE else rng.choice(
+            [o for o in world.objects_of_relation(fact.relation) if o != fact.object])
+        if fact.subject in edits or (fact.subject, fact.relation, new_object) in excluded:
+            continue
+        phrasing = rng.choice(update_phrasings(fact.relation))
+        edits[fact.subject] = (Fact(fact.subject, fact.relation, new_object), phrasing)
+    lines = [NEW_FACT_PREFIX + statement(phrasing.format(new.subject), new.object) for new, phrasing in edits.values()]
+    memory = [fact for fact in candidates if fact.subject not in edits and fact.object not in edits]
+    for _ in range(rng.randint(*config.prompts_per_keyed_document)):
+        new, phrasing = rng.choice(list(edits.values()))
+        kind = rng.choices(KEYED_PROMPTS, config.keyed_prompt_shares)[0]
+        lines.append(PROMPT_PREFIX + _keyed_prompt(rng, world, kind, new, phrasing, memory))
+    return "\n".join(lines)
+
+
 def corpus_rounds(world: World, config: CorpusConfig,
                   excluded_edits: set[tuple[str, str, str]]) -> Iterator[list[str]]:
     """An endless stream of corpus rounds (lists of documents), deterministic under the seed.
@@ -144,6 +222,8 @@ def corpus_rounds(world: World, config: CorpusConfig,
                          if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
     n_mixed = round(config.mixed_documents_per_subject * len(subjects))
     n_update = round(config.update_documents_per_subject * len(subjects))
+    fraction = config.keyed_update_fraction
+    n_keyed = round((len(subjects) + n_mixed + n_update) * fraction / (1 - fraction))
     low, high = config.demonstrations_per_update_document
     while True:
         documents = [subject_paragraph(rng, world, s, config.anaphora_fraction, config.directory_fraction)
@@ -152,5 +232,7 @@ def corpus_rounds(world: World, config: CorpusConfig,
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits, rng.randint(low, high),
                                       config.update_neighbour_lines) for _ in range(n_update)]
+        documents += [keyed_update_document(rng, world, update_candidates, excluded_edits, config)
+                      for _ in range(n_keyed)]
         rng.shuffle(documents)
         yield documents
