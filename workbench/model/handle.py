@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.core.fingerprint import model_fingerprint, weights_version
+from workbench.core.fingerprint import model_fingerprint
 from workbench.model.loading import load_bridge, load_world, resolve_model
 from workbench.model.sources import CORPUS_FILE, FACTS_FILE, TrainRecords
 from workbench.world import World
@@ -41,7 +41,6 @@ class ModelSource:
     facts: World | TrainRecords | None
     stats_corpus: Path | None
     prepared: dict = field(default_factory=dict, compare=False, repr=False)
-    _fingerprints: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, reference: str | Path | None, location: Path | str) -> ModelSource:
@@ -90,12 +89,8 @@ class ModelHandle:
         return self.source.facts is not None
 
     def fingerprint(self) -> str:
-        """The weights' fingerprint (``model_fingerprint``), computed again only after a write."""
-        version = weights_version(self.bridge)
-        if version not in self.source._fingerprints:
-            self.source._fingerprints.clear()
-            self.source._fingerprints[version] = model_fingerprint(self.bridge)
-        return self.source._fingerprints[version]
+        """The fingerprint of the weights as they are now (``model_fingerprint``)."""
+        return model_fingerprint(self.bridge)
 
 
 def open_model(reference: str | Path | None = None, device: str | torch.device = "cpu",

@@ -59,7 +59,7 @@ def attribute_probes(model, world: World, relations: Sequence[str] | None = None
     base relation (or ``relations``), see the module docstring."""
     names = [entity.name for entity in world.subjects()]
     states = dict(zip(names, name_states(model, names).unbind(1)))
-    chosen = relations or [r.name for r in world_relations(world) if r.is_base]
+    chosen = relations or sorted({fact.relation for fact in world.facts if relation(fact.relation).is_base})
     results = {}
     for name in chosen:
         facts = [f for f in world.facts if f.relation == name]
@@ -73,8 +73,3 @@ def attribute_probes(model, world: World, relations: Sequence[str] | None = None
         results[name] = {"accuracy": [round(a, 4) for a in accuracy], "chance": round(chance, 4),
                          "n_train": len(y["train"]), "n_test": len(y["test"])}
     return results
-
-
-def world_relations(world: World) -> list:
-    """The relations that have facts in ``world``."""
-    return [relation(name) for name in sorted({fact.relation for fact in world.facts})]
