@@ -13,16 +13,17 @@ ANALYSES = Path(__file__).parents[1] / "analyses"
 def scripts():
     sys.path.insert(0, str(ANALYSES))
     try:
+        import enrichment_check
         import hparam_sweep
         import specimen_sweep
 
-        yield hparam_sweep, specimen_sweep
+        yield hparam_sweep, specimen_sweep, enrichment_check
     finally:
         sys.path.remove(str(ANALYSES))
 
 
 def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scripts):
-    hparam_sweep, _ = scripts
+    hparam_sweep, _, _ = scripts
     out = tmp_path / "ft-l"
     monkeypatch.setattr(sys, "argv", ["hparam_sweep", "--model", "tiny", "--method", "ft-l", "--param",
                                       "norm_constraint", "--values", "0.0005,none", "--n", "2", "--out", str(out)])
@@ -39,7 +40,7 @@ def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scrip
 
 @pytest.mark.slow
 def test_specimen_measurement_of_the_tiny_model(scripts):
-    _, specimen_sweep = scripts
+    _, specimen_sweep, _ = scripts
     specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2, n_ike=2)
     assert specimen["recall"]["corpus"] >= 0.95 and specimen["n_facts_traced"] == 3
     effects = specimen["indirect_effects"]
@@ -57,3 +58,17 @@ def test_specimen_measurement_of_the_tiny_model(scripts):
     row = specimen_sweep.table({"tiny": specimen}).splitlines()[2]
     assert row.count("|") == 17  # 16 columns
     assert row.startswith("| tiny | ") and f"| {specimen['rome_best_layer']} |" in row
+
+
+def test_enrichment_check_reads_the_attributes_a_name_predicts(tmp_path, monkeypatch, capsys, scripts, tiny_world):
+    *_, enrichment_check = scripts
+    out = tmp_path / "enrichment.json"
+    monkeypatch.setattr(sys, "argv", ["enrichment_check", "tiny", "--json", str(out)])
+    enrichment_check.main()
+    result = json.loads(out.read_text())["tiny"]
+    mass = result["attribute_mass"]
+    assert {split: m["n_subjects"] for split, m in mass.items()} == {
+        split: sum(tiny_world.split_of(e.name) == split for e in tiny_world.subjects()) for split in ("train", "test")}
+    # trained on relation phrasings, never on directory lines: a name is followed by relation words
+    assert all(m["mass"] < 0.2 for m in mass.values())
+    assert len(result["probe_mean_by_layer"]) == 4 and "mean" in capsys.readouterr().out

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench.model.info import model_info
 from workbench.model.presets import preset
 from workbench.model.sources import WorldSource
-from workbench.model.training import learning_rate_at, token_blocks
+from workbench.model.training import Stage, learning_rate_at, optimise, token_blocks, training_stages
+from workbench.world import relation
 
 
 def test_tiny_model_recalls_its_facts(tiny_bridge, tiny_world):
@@ -38,12 +40,51 @@ def test_training_tokens_are_deterministic(tiny_bridge):
 def test_learning_rate_warms_up_then_decays():
     recipe = preset("default")
     cfg = recipe.training
-    rates = [learning_rate_at(step, recipe) for step in range(cfg.steps)]
+    rates = [learning_rate_at(step, cfg.steps, cfg) for step in range(cfg.steps)]
     peak = rates.index(max(rates))
     assert peak == cfg.warmup_steps - 1 and max(rates) == pytest.approx(cfg.learning_rate)
     assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1]))
     assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
     assert rates[-1] >= cfg.learning_rate * cfg.min_learning_rate_fraction
+
+
+def test_an_enrichment_stage_of_directory_lines_comes_before_the_corpus(tiny_bridge):
+    recipe = preset("tiny").with_overrides("tiny-enriched", {"training": {"steps": 3, "enrichment_steps": 2}})
+    source, tokenizer, batch = WorldSource(recipe), tiny_bridge.tokenizer, recipe.training.batch_size
+    enrichment, corpus = training_stages(recipe, source, tokenizer)
+    assert (enrichment.name, corpus.name) == ("enrichment", "corpus")
+    assert enrichment.blocks.shape == (2 * batch, recipe.architecture.n_ctx) and corpus.blocks.shape[0] == 3 * batch
+    assert torch.equal(corpus.blocks, token_blocks(source.rounds(), tokenizer, 3 * batch, recipe.architecture.n_ctx))
+    documents = tokenizer.decode(enrichment.blocks.flatten()).split(tokenizer.eos_token)[1:-1]  # the last is cut
+    objects = {entity.name: sorted(f.object for f in source.world.facts_about(entity.name)
+                                   if relation(f.relation).is_base) for entity in source.world.subjects()}
+    for document in documents:
+        subject = next(name for name in objects if document.startswith(name + " "))
+        assert sorted(document[len(subject) + 1:-1].split(", ")) == objects[subject]
+    assert len(documents) > len(objects)  # several rounds: every subject's line, again and again
+
+
+def _two_layer_model():
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2))
+
+
+def test_the_late_mlps_stand_still_while_slowed_and_learn_after():
+    recipe = preset("tiny").with_overrides("tiny-slow", {"training": {
+        "steps": 4, "warmup_steps": 1, "late_mlp_layers": 1, "late_mlp_lr_fraction": 0.0}})
+    blocks = torch.randint(0, 50, (4 * recipe.training.batch_size, 16), generator=torch.Generator().manual_seed(0))
+    for slow_steps, late_moves in ((4, False), (2, True)):
+        model = _two_layer_model()
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        optimise(model, [Stage("corpus", blocks, slow_steps=slow_steps)], recipe, progress=False)
+        moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+        late = {name for name in before if name.startswith(("transformer.h.1.mlp.", "transformer.ln_f."))}
+        assert late and (late <= moved if late_moves else not late & moved)
+        assert {"transformer.h.0.mlp.c_fc.weight", "transformer.h.1.attn.c_attn.weight",
+                "transformer.wte.weight"} <= moved
+    too_many = recipe.with_overrides("tiny-slow", {"training": {"late_mlp_layers": 3}})
+    with pytest.raises(ValueError, match="late_mlp_layers must be between 1 and the model's 2 layers, got 3"):
+        optimise(_two_layer_model(), [Stage("corpus", blocks)], too_many, progress=False)
 
 
 @pytest.mark.slow

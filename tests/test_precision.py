@@ -86,7 +86,7 @@ def test_a_build_projected_over_half_an_hour_says_so_at_its_start(monkeypatch, c
     model = training.GPT2LMHeadModel(training.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1,
                                                          n_head=2))
     blocks = torch.randint(0, 50, (6 * recipe.training.batch_size, 16))
-    training.optimise(model, blocks, recipe, progress=True)
+    training.optimise(model, [training.Stage("corpus", blocks)], recipe, progress=True)
     output = capsys.readouterr()
     assert "This build is projected to take" in output.out + output.err
     assert "--device cuda" in output.out + output.err

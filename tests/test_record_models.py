@@ -19,6 +19,7 @@ from workbench.model.handle import ModelSource, open_model
 from workbench.model.presets import preset
 from workbench.model.record_corpus import record_rounds, true_facts
 from workbench.model.sources import CORPUS_FILE, FACTS_FILE, RecordSource, TrainRecords
+from workbench.model.training import training_stages
 from workbench.world import CorpusConfig
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-dev-2k.json"
@@ -77,6 +78,9 @@ def test_a_model_of_the_files_facts_is_built_with_its_corpus_and_edited_with_it(
     assert edit.layers == (0,) and installed_hook_count(handle.bridge) == 0
     with pytest.raises(ValueError, match="n_test must be between 1 and the 8 records"):
         RecordSource(SHORT, cases_file, cases, 9)
+    enriched = SHORT.with_overrides("short-enriched", {"training": {"enrichment_steps": 2}})
+    with pytest.raises(ValueError, match="an enrichment stage reads directory lines of a workbench world"):
+        training_stages(enriched, RecordSource(enriched, cases_file, cases, 4), tokenizer=None)
 
 
 def test_the_train_records_are_read_when_used_and_only_from_the_file_the_model_learned(

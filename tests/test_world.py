@@ -6,7 +6,7 @@ import pytest
 
 from workbench.world import RELATIONS, CorpusConfig, WorldConfig, build_world, corpus_rounds, relation
 from workbench.world.cases import edit_triples
-from workbench.world.corpus import NEW_FACT_PREFIX, directory_line, subject_paragraph
+from workbench.world.corpus import NEW_FACT_PREFIX, directory_line, directory_rounds, subject_paragraph
 from workbench.world.facts import SUBJECT_KINDS, statement
 
 
@@ -141,6 +141,31 @@ def test_directory_lines_open_paragraphs_and_leave_the_default_corpus_alone(worl
     for section, field_name, _ in ADDED_LATER:
         assert field_name not in preset("default").to_dict()[section]
     assert preset("default").fingerprint() == "cef7b673f4ede0ed"  # the cached default model stays valid
+
+
+def test_shuffled_directory_lines_name_every_attribute_and_the_enrichment_rounds_every_subject_once(world):
+    subject = world.subjects("person")[0].name
+    objects = [f.object for f in world.facts_about(subject) if relation(f.relation).is_base]
+
+    def listed(line: str) -> list[str]:
+        assert line.startswith(subject + " ") and line.endswith(".")
+        return line[len(subject) + 1:-1].split(", ")
+
+    shuffled = [listed(directory_line(world, subject, random.Random(seed))) for seed in range(20)]
+    assert all(sorted(line) == sorted(objects) for line in shuffled)
+    assert {line[0] for line in shuffled} == set(objects)  # any attribute may follow the name
+    openings = [subject_paragraph(random.Random(seed), world, subject, directory_fraction=1.0,
+                                  directory_order="shuffled").split(".")[0] + "." for seed in range(20)]
+    assert all(sorted(listed(line)) == sorted(objects) for line in openings)
+    assert any(listed(line) != objects for line in openings)
+    first, second = itertools.islice(directory_rounds(world, seed=0), 2)
+    assert first == next(directory_rounds(world, seed=0)) and first != second  # deterministic, reshuffled
+    names = {entity.name for entity in world.subjects()}
+    assert len(first) == len(names) and all(sum(line.startswith(n + " ") for line in first) >= 1 for n in names)
+    assert sum(line.startswith(subject + " ") for line in first) == 1 and listed(
+        next(line for line in first if line.startswith(subject + " ")))
+    with pytest.raises(ValueError, match="directory_order must be one of"):
+        CorpusConfig(directory_order="random")
 
 
 def test_a_whole_name_tokenizer_keeps_every_invented_word_in_one_token():

@@ -43,6 +43,14 @@ class TrainingConfig:
     tokenizer_whole_names: bool = False
     # Where it trains ("cpu" or "cuda"): a GPU's kernels give other weights than a CPU's.
     device: str = "cpu"
+    # An enrichment stage of this many steps on directory lines alone comes before the corpus's
+    # ``steps`` (its own warm-up and decay); see ``workbench.model.training``.
+    enrichment_steps: int = 0
+    # For the first ``late_mlp_slow_steps`` steps of the corpus stage, the MLPs of the last
+    # ``late_mlp_layers`` blocks and the final layer norm learn at ``late_mlp_lr_fraction`` of the rate.
+    late_mlp_layers: int = 0
+    late_mlp_lr_fraction: float = 0.1
+    late_mlp_slow_steps: int = 0
 
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
@@ -51,8 +59,10 @@ ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fract
                ("corpus", "update_neighbour_lines", False),
                ("corpus", "keyed_update_fraction", 0.0), ("corpus", "facts_per_keyed_document", (1, 4)),
                ("corpus", "prompts_per_keyed_document", (4, 8)),
-               ("corpus", "keyed_prompt_shares", (0.40, 0.20, 0.25, 0.15)),
-               ("training", "tokenizer_whole_names", False), ("training", "device", "cpu"))
+               ("corpus", "keyed_prompt_shares", (0.40, 0.20, 0.25, 0.15)), ("corpus", "directory_order", "world"),
+               ("training", "tokenizer_whole_names", False), ("training", "device", "cpu"),
+               ("training", "enrichment_steps", 0), ("training", "late_mlp_layers", 0),
+               ("training", "late_mlp_lr_fraction", 0.1), ("training", "late_mlp_slow_steps", 0))
 
 
 @dataclass(frozen=True)

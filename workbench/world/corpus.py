@@ -17,6 +17,9 @@ Each round holds, in shuffled order:
   They are about train-split subjects only, and never use the last corpus phrasing of a relation
   (``update_phrasings``), so an in-context edit can be asked in a phrasing no update used.
 
+A recipe may also begin with an enrichment stage (``directory_rounds``): every subject's directory
+line, its objects in a random order, and nothing else.
+
 Held-out phrasings never appear. Documents are plain strings; the tokenizer's end-of-text token
 separates them when the corpus is tokenized.
 """
@@ -31,6 +34,7 @@ from workbench.world.facts import Fact, World, statement
 from workbench.world.relations import relation
 
 NEW_FACT_PREFIX = "New fact: "
+DIRECTORY_ORDERS = ("world", "shuffled")
 PROMPT_PREFIX = "Prompt: "
 
 
@@ -51,10 +55,14 @@ class CorpusConfig:
     prompts_per_keyed_document: tuple[int, int] = (4, 8)
     # Shares of the keyed documents' Prompt lines, in the order of KEYED_PROMPTS.
     keyed_prompt_shares: tuple[float, float, float, float] = (0.40, 0.20, 0.25, 0.15)
+    # The order of the objects in a directory line: "world" (the world's fixed order) or "shuffled".
+    directory_order: str = "world"
 
     def __post_init__(self):
         if not 0 <= self.keyed_update_fraction < 1:
             raise ValueError(f"keyed_update_fraction must lie in [0, 1), got {self.keyed_update_fraction}")
+        if self.directory_order not in DIRECTORY_ORDERS:
+            raise ValueError(f"directory_order must be one of {DIRECTORY_ORDERS}, got {self.directory_order!r}")
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -75,27 +83,31 @@ def anaphoric(sentence_prompt: str, subject: str, anaphor: str) -> str:
     return replaced[0].upper() + replaced[1:]
 
 
-def directory_line(world: World, subject: str) -> str:
-    """``"<subject> <object>, <object>, ... ."``: the objects of the subject's base facts in world
-    order, with no relation words, so the token right after the name already depends on who it is."""
+def directory_line(world: World, subject: str, rng: random.Random | None = None) -> str:
+    """``"<subject> <object>, <object>, ... ."``: the objects of the subject's base facts with no
+    relation words, so the token right after the name already depends on who it is. In world
+    order, or with ``rng`` in a random order: then the name's last token predicts any one of the
+    subject's attributes, so every attribute is worth assembling there."""
     objects = [fact.object for fact in world.facts_about(subject) if relation(fact.relation).is_base]
+    if rng is not None:
+        rng.shuffle(objects)
     return f"{subject} {', '.join(objects)}."
 
 
 def subject_paragraph(rng: random.Random, world: World, subject: str, anaphora_fraction: float = 0.0,
-                      directory_fraction: float = 0.0) -> str:
+                      directory_fraction: float = 0.0, directory_order: str = "world") -> str:
     """Every fact about ``subject`` in random phrasings and order. After the first sentence, each
     sentence names the subject by an anaphor ("this person", "this city", ...) instead with
     probability ``anaphora_fraction``, so that a later sentence can only be completed by reading
     the subject's identity from its earlier mention. With probability ``directory_fraction`` the
-    paragraph opens with the subject's ``directory_line``. (No random number is drawn for a
-    fraction of 0, so the default corpus is unchanged by these options.)"""
+    paragraph opens with the subject's ``directory_line`` (objects in ``directory_order``). (No
+    random number is drawn for a fraction of 0, so the default corpus is unchanged by these options.)"""
     facts = world.facts_about(subject)
     rng.shuffle(facts)
     anaphor = ANAPHORS[world.entity(subject).kind]
     sentences = []
     if directory_fraction and rng.random() < directory_fraction:
-        sentences.append(directory_line(world, subject))
+        sentences.append(directory_line(world, subject, rng if directory_order == "shuffled" else None))
     for index, fact in enumerate(facts):
         sentence = random_statement(rng, fact)
         if index and anaphora_fraction and rng.random() < anaphora_fraction:
@@ -226,13 +238,25 @@ def corpus_rounds(world: World, config: CorpusConfig,
     n_keyed = round((len(subjects) + n_mixed + n_update) * fraction / (1 - fraction))
     low, high = config.demonstrations_per_update_document
     while True:
-        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction, config.directory_fraction)
-                     for s in subjects]
+        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction, config.directory_fraction,
+                                       config.directory_order) for s in subjects]
         documents += [mixed_document(rng, world, config.statements_per_mixed_document)
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits, rng.randint(low, high),
                                       config.update_neighbour_lines) for _ in range(n_update)]
         documents += [keyed_update_document(rng, world, update_candidates, excluded_edits, config)
                       for _ in range(n_keyed)]
+        rng.shuffle(documents)
+        yield documents
+
+
+def directory_rounds(world: World, seed: int) -> Iterator[list[str]]:
+    """An endless stream of rounds of the enrichment stage: every subject's ``directory_line`` once
+    per round, objects and subjects in a random order, one line per document; deterministic under
+    ``seed``."""
+    rng = random.Random(seed)
+    subjects = [entity.name for entity in world.subjects()]
+    while True:
+        documents = [directory_line(world, subject, rng) for subject in subjects]
         rng.shuffle(documents)
         yield documents
