@@ -5,9 +5,11 @@ and one AdamW state throughout: an optional enrichment stage (``enrichment_steps
 lines alone, ``workbench.world.corpus.directory_rounds``), then the corpus stage (``steps``).
 During the first ``late_mlp_slow_steps`` of the corpus stage, the MLPs of the last
 ``late_mlp_layers`` blocks and the final layer norm learn at ``late_mlp_lr_fraction`` of the
-rate, so that a lookup learnt there in the enrichment stage is read from the subject's position
-rather than relearnt at the prompt's last token. The unembedding is tied to the embedding, which
-the corpus stage needs for its new relation words, so it is not slowed.
+rate. The intent: the attributes learnt there in the enrichment stage should be read from the
+subject's position rather than looked up again at the prompt's last token (measured in
+``docs/specimen.md``, fourth round: the last token gathers the name's parts and applies the same
+MLPs itself). The unembedding is tied to the embedding, which the corpus stage needs for its new
+relation words, so it is not slowed.
 """
 
 from __future__ import annotations
