@@ -23,8 +23,8 @@ import torch
 
 from workbench.core.io import write_json
 from workbench.model.handle import open_model
-from workbench.model.tokens import encode_prompt
-from workbench.tracing.probe import attribute_probes
+from workbench.model.tokens import encode_prompt, encode_target
+from workbench.tracing.probe import attribute_probes, mean_accuracy_by_layer
 from workbench.world import relation
 
 
@@ -40,7 +40,7 @@ def attribute_mass(model, world) -> dict[str, dict[str, float]]:
             if world.split_of(entity.name) != split:
                 continue
             objects = [f.object for f in world.facts_about(entity.name) if relation(f.relation).is_base]
-            firsts = {tokenizer(" " + o, add_special_tokens=False)["input_ids"][0] for o in objects}
+            firsts = {encode_target(tokenizer, o)[0] for o in objects}
             ids = torch.tensor([encode_prompt(tokenizer, entity.name)], device=model.W_E.device)
             probabilities = model(ids)[0, -1].float().softmax(-1)
             masses.append(probabilities[list(firsts)].sum().item())
@@ -62,8 +62,7 @@ def main() -> None:
         if handle.source.world is None:
             raise SystemExit(f"{reference} was not trained on a workbench world; its attributes are unknown")
         probes = attribute_probes(handle.bridge, handle.source.world)
-        n_layers = handle.bridge.cfg.n_layers
-        mean = [round(sum(p["accuracy"][i] for p in probes.values()) / len(probes), 4) for i in range(n_layers)]
+        mean = mean_accuracy_by_layer(probes)
         results[reference] = {"attribute_mass": attribute_mass(handle.bridge, handle.source.world),
                               "probes": probes, "probe_mean_by_layer": mean}
         print(f"{reference}: {json.dumps(results[reference]['attribute_mass'])}")

@@ -55,7 +55,7 @@ from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
 from workbench.tracing.knockout import BLOCKED, average_knockout
-from workbench.tracing.probe import attribute_probes
+from workbench.tracing.probe import attribute_probes, mean_accuracy_by_layer
 from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
 from workbench.world import relation
 from workbench.world.cases import load_edit_cases
@@ -188,11 +188,10 @@ def _instruments(specimen: dict) -> str:
     relation_first = _peak(specimen["indirect_effects_by_ordering"]["relation first"]["mlp_last_subject"])
     knockout = specimen["attention_knockout"]["last_subject"]
     layer = min(range(len(knockout)), key=knockout.__getitem__)
-    probes = specimen["probes"].values()
-    best = max(range(len(next(iter(probes))["accuracy"])),
-               key=lambda i: sum(p["accuracy"][i] for p in probes))
-    probe = sum(p["accuracy"][best] for p in probes) / len(probes)
-    chance = sum(p["chance"] for p in probes) / len(probes)
+    means = mean_accuracy_by_layer(specimen["probes"])
+    best = max(range(len(means)), key=means.__getitem__)
+    probe = means[best]
+    chance = sum(p["chance"] for p in specimen["probes"].values()) / len(specimen["probes"])
     ike = " | ".join("/".join(f"{specimen['ike'][label][m]['mean']:.2f}" for m in IKE_METRICS)
                      for label in IKE_VARIANTS)
     return (f" {relation_first} | {knockout[layer]:+.3f} (L{layer}) | {probe:.3f} (L{best}; chance {chance:.3f}) "

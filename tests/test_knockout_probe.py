@@ -9,7 +9,7 @@ from tests.conftest import installed_hook_count
 from workbench.core.sites import attention_scores_hook, stream_hook
 from workbench.model.tokens import encode_prompt, encode_target, subject_token_span
 from workbench.tracing.knockout import attention_knockout, average_knockout, window_layers
-from workbench.tracing.probe import attribute_probes, name_states, probe_accuracy
+from workbench.tracing.probe import attribute_probes, mean_accuracy_by_layer, name_states, probe_accuracy
 from workbench.world.cases import export_edit_cases
 
 PROMPT, SUBJECT = "Karo Lind was born in", "Karo Lind"
@@ -97,3 +97,8 @@ def test_attribute_probes_report_every_layer_and_chance(tiny_bridge, tiny_world)
     assert probe["n_train"] + probe["n_test"] == n_facts and probe["n_test"] > 0
     assert len(probe["accuracy"]) == tiny_bridge.cfg.n_layers and all(0 <= a <= 1 for a in probe["accuracy"])
     assert 0 < probe["chance"] < 1
+
+
+def test_the_mean_probe_accuracy_is_taken_over_relations_layer_by_layer():
+    probes = {"a": {"accuracy": [0.5, 1.0, 0.25]}, "b": {"accuracy": [0.0, 0.5, 0.75]}}
+    assert mean_accuracy_by_layer(probes) == [0.25, 0.75, 0.5]

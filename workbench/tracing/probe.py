@@ -73,3 +73,9 @@ def attribute_probes(model, world: World, relations: Sequence[str] | None = None
         results[name] = {"accuracy": [round(a, 4) for a in accuracy], "chance": round(chance, 4),
                          "n_train": len(y["train"]), "n_test": len(y["test"])}
     return results
+
+
+def mean_accuracy_by_layer(probes: dict) -> list[float]:
+    """The mean over relations of ``attribute_probes``' accuracy, per layer."""
+    accuracies = [probe["accuracy"] for probe in probes.values()]
+    return [round(sum(layer) / len(accuracies), 4) for layer in zip(*accuracies)]
