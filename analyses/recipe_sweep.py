@@ -49,6 +49,17 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep(variants: dict[str, dict], base: str, out: str, device: str, jobs: int) -> list[dict]:
+    """Train every variant (``jobs`` at a time, the cores shared among them); write and return their
+    summaries and ``<out>/table.md``."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    work = [(base, name, overrides, out, device, threads) for name, overrides in variants.items()]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        summaries = pool.map(run_variant, work)
+    write_text_atomic(Path(out) / "table.md", table(summaries), overwrite=True)
+    return summaries
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", required=True)
@@ -57,12 +68,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
-    variants = json.loads(Path(args.variants).read_text())
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(args.base, name, overrides, args.out, args.device, threads) for name, overrides in variants.items()]
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        summaries = pool.map(run_variant, jobs)
-    write_text_atomic(Path(args.out) / "table.md", table(summaries), overwrite=True)
+    summaries = sweep(json.loads(Path(args.variants).read_text()), args.base, args.out, args.device, args.jobs)
     print(table(summaries))
 
 

@@ -13,17 +13,18 @@ ANALYSES = Path(__file__).parents[1] / "analyses"
 def scripts():
     sys.path.insert(0, str(ANALYSES))
     try:
+        import checkpoint_transfer
         import enrichment_check
         import hparam_sweep
         import specimen_sweep
 
-        yield hparam_sweep, specimen_sweep, enrichment_check
+        yield hparam_sweep, specimen_sweep, enrichment_check, checkpoint_transfer
     finally:
         sys.path.remove(str(ANALYSES))
 
 
 def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scripts):
-    hparam_sweep, _, _ = scripts
+    hparam_sweep, *_ = scripts
     out = tmp_path / "ft-l"
     monkeypatch.setattr(sys, "argv", ["hparam_sweep", "--model", "tiny", "--method", "ft-l", "--param",
                                       "norm_constraint", "--values", "0.0005,none", "--n", "2", "--out", str(out)])
@@ -40,7 +41,7 @@ def test_hparam_sweep_tabulates_every_value(tmp_path, monkeypatch, capsys, scrip
 
 @pytest.mark.slow
 def test_specimen_measurement_of_the_tiny_model(scripts):
-    _, specimen_sweep, _ = scripts
+    _, specimen_sweep, *_ = scripts
     specimen = specimen_sweep.measure_specimen("tiny", n_facts=3, n_edits=2, n_ike=2)
     assert specimen["recall"]["corpus"] >= 0.95 and specimen["n_facts_traced"] == 3
     effects = specimen["indirect_effects"]
@@ -61,7 +62,7 @@ def test_specimen_measurement_of_the_tiny_model(scripts):
 
 
 def test_enrichment_check_reads_the_attributes_a_name_predicts(tmp_path, monkeypatch, capsys, scripts, tiny_world):
-    *_, enrichment_check = scripts
+    _, _, enrichment_check, _ = scripts
     out = tmp_path / "enrichment.json"
     monkeypatch.setattr(sys, "argv", ["enrichment_check", "tiny", "--json", str(out)])
     enrichment_check.main()
@@ -72,3 +73,58 @@ def test_enrichment_check_reads_the_attributes_a_name_predicts(tmp_path, monkeyp
     # trained on relation phrasings, never on directory lines: a name is followed by relation words
     assert all(m["mass"] < 0.2 for m in mass.values())
     assert len(result["probe_mean_by_layer"]) == 4 and "mean" in capsys.readouterr().out
+
+
+def test_checkpoints_travel_in_parts_and_come_back_rounded_to_bfloat16(tmp_path, scripts):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from workbench.model.presets import preset
+    from workbench.model.store import shipped_model_dir
+
+    *_, transfer = scripts
+    run = tmp_path / "run"
+    for name in ("a", "b"):
+        shutil.copytree(shipped_model_dir(preset("tiny")), run / name)
+    (run / "table.md").write_text("| variant |\n")
+    parts = transfer.pack(run, tmp_path / "out", part_mib=0.5)
+    assert len(parts) > 2 and all(p.stat().st_size <= 2**19 for p in parts)
+    # the parts may arrive in two folders; the models come back in float32, rounded to bfloat16
+    (tmp_path / "second").mkdir()
+    for part in parts[2:]:
+        part.rename(tmp_path / "second" / part.name)
+    shutil.copy(tmp_path / "out" / transfer.DIGEST_FILE, tmp_path / "second")
+    models = transfer.unpack([tmp_path / "out", tmp_path / "second"], tmp_path / "back")
+    assert [m.name for m in models] == ["a", "b"] and (tmp_path / "back" / "table.md").exists()
+    original, back = (load_file(d / "model.safetensors") for d in (run / "a", models[0]))
+    assert back.keys() == original.keys()
+    assert all(back[k].dtype == torch.float32 and torch.equal(back[k], original[k].to(torch.bfloat16).float())
+               for k in original)
+    assert any(not torch.equal(back[k], original[k]) for k in original)
+    assert json.loads((models[0] / "training_report.json").read_text())["weights_transferred_as"] == "bfloat16"
+    with pytest.raises(FileExistsError):
+        transfer.unpack([tmp_path / "out", tmp_path / "second"], tmp_path / "back")
+    with pytest.raises(ValueError, match="parts missing or repeated"):
+        transfer.unpack([tmp_path / "second"], tmp_path / "tail")
+    with pytest.raises(ValueError, match="do not match the digest: a part is missing"):
+        transfer.unpack([tmp_path / "out"], tmp_path / "head")
+    parts[0].write_bytes(parts[0].read_bytes()[:-1])
+    with pytest.raises(ValueError, match="do not match the digest"):
+        transfer.unpack([tmp_path / "out", tmp_path / "second"], tmp_path / "cut")
+
+
+def test_a_gpu_round_sizes_its_steps_from_measured_speeds(scripts):
+    import gpu_round  # importable while the scripts fixture puts analyses/ on the path
+
+    from workbench.model.presets import preset
+
+    # 500 s, 40 of them fixed, 0.1 s per step and 0.015 s of corpus per step: 4,000 steps
+    assert gpu_round.sized_steps(500, 40, 0.1, 0.015) == 4000
+    assert gpu_round.sized_steps(300, 40, 0.5, 0.1) == 433
+    assert gpu_round.sized_steps(100, 90, 1.0, 0.1) == gpu_round.MIN_STEPS  # never fewer
+    recipe = preset("tiny").with_overrides("timed", {"training": {"batch_size": 2, "warmup_steps": 1}})
+    assert gpu_round.corpus_tokens_per_second(recipe, n_tokens=20_000) > 1_000
+    step = gpu_round.contended_step_seconds(recipe, 1, short=2, long=6)
+    assert 0 < step < 5

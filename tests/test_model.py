@@ -64,6 +64,20 @@ def test_an_enrichment_stage_of_directory_lines_comes_before_the_corpus(tiny_bri
     assert len(documents) > len(objects)  # several rounds: every subject's line, again and again
 
 
+
+def test_the_corpus_stage_passes_over_its_blocks_as_often_as_asked(tiny_bridge):
+    recipe = preset("tiny").with_overrides("tiny-passes", {"training": {"steps": 5, "corpus_passes": 2}})
+    source, tokenizer, batch = WorldSource(recipe), tiny_bridge.tokenizer, recipe.training.batch_size
+    (corpus,) = training_stages(recipe, source, tokenizer)
+    half = (5 * batch + 1) // 2
+    distinct = token_blocks(source.rounds(), tokenizer, half, recipe.architecture.n_ctx)
+    assert corpus.blocks.shape[0] == 5 * batch
+    assert torch.equal(corpus.blocks[:half], distinct)
+    assert torch.equal(corpus.blocks[half:], distinct[:5 * batch - half])
+    assert "corpus_passes" not in preset("tiny").to_dict()["training"]
+    with pytest.raises(ValueError, match="corpus_passes must be at least 1, got 0"):
+        training_stages(recipe.with_overrides("none", {"training": {"corpus_passes": 0}}), source, tokenizer)
+
 def _two_layer_model():
     torch.manual_seed(0)
     return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2))

@@ -6,7 +6,14 @@ import pytest
 
 from workbench.world import RELATIONS, CorpusConfig, WorldConfig, build_world, corpus_rounds, relation
 from workbench.world.cases import edit_triples
-from workbench.world.corpus import NEW_FACT_PREFIX, directory_line, directory_rounds, subject_paragraph
+from workbench.world.corpus import (
+    NEW_FACT_PREFIX,
+    confusable_mention,
+    directory_line,
+    directory_rounds,
+    grouped,
+    subject_paragraph,
+)
 from workbench.world.facts import SUBJECT_KINDS, statement
 
 
@@ -118,7 +125,7 @@ def test_anaphora_replace_later_mentions_and_leave_the_default_corpus_alone(worl
     assert not any("this person" in document.lower() for document in plain)
     assert plain == next(corpus_rounds(world, CorpusConfig(anaphora_fraction=0.0), set()))
     subject = world.subjects("person")[0].name
-    sentences = subject_paragraph(random.Random(0), world, subject, anaphora_fraction=1.0).split(". ")
+    sentences = subject_paragraph(random.Random(0), world, subject, CorpusConfig(anaphora_fraction=1.0)).split(". ")
     assert len(sentences) == len(world.facts_about(subject))
     assert subject in sentences[0] and all(subject not in s and "his person" in s for s in sentences[1:])
     # the field enters the recipe's fingerprint only when set, so existing model caches stay valid
@@ -128,13 +135,54 @@ def test_anaphora_replace_later_mentions_and_leave_the_default_corpus_alone(worl
     assert varied.fingerprint() != preset("default").fingerprint()
 
 
+def test_confusable_mentions_name_a_person_sharing_a_name_part(world):
+    from workbench.model.presets import preset
+
+    plain = next(corpus_rounds(world, CorpusConfig(), set()))
+    unchanged = CorpusConfig(confusable_fraction=0.0, subjects_per_document=(1, 1))
+    assert plain == next(corpus_rounds(world, unchanged, set()))
+    assert not any("not to be confused" in document for document in plain)
+    people = {e.name: e for e in world.subjects("person")}
+    subject = next(iter(people))
+    for seed in range(20):
+        mention = confusable_mention(random.Random(seed), world, subject)
+        other = mention.removeprefix(f"{subject} (not to be confused with ").removesuffix(")")
+        assert other in people and other != subject and set(people[other].parts) & set(people[subject].parts)
+    city = world.subjects("city")[0].name
+    other_city = confusable_mention(random.Random(0), world, city).split("with ")[1][:-1]
+    assert world.entity(other_city).kind == "city" and other_city != city
+    sentences = subject_paragraph(random.Random(0), world, subject, CorpusConfig(confusable_fraction=1.0)).split(". ")
+    assert len(sentences) == len(world.facts_about(subject))
+    assert all(s.count(f"{subject} (not to be confused with ") == 1 for s in sentences)
+    assert "confusable_fraction" not in preset("default").to_dict()["corpus"]
+    with pytest.raises(ValueError, match="confusable_fraction"):
+        CorpusConfig(confusable_fraction=1.5)
+
+
+def test_several_subject_paragraphs_make_one_document(world):
+    paragraphs = [f"p{i}" for i in range(50)]
+    documents = grouped(random.Random(0), paragraphs, (2, 3))
+    sizes = [len(document.split()) for document in documents]
+    assert sorted(" ".join(documents).split()) == sorted(paragraphs)  # each paragraph once
+    assert all(size in (2, 3) for size in sizes[:-1]) and 1 <= sizes[-1] <= 3 and {2, 3} <= set(sizes)
+    assert " ".join(documents).split() != paragraphs  # in a random order
+    assert grouped(random.Random(0), paragraphs, (1, 1)) == paragraphs
+    config = CorpusConfig(subjects_per_document=(2, 3))
+    round_ = next(corpus_rounds(world, config, set()))
+    assert round_ == next(corpus_rounds(world, config, set()))  # deterministic
+    n_subjects = len(world.subjects())
+    assert len(round_) < len(next(corpus_rounds(world, CorpusConfig(), set()))) - n_subjects / 2
+    with pytest.raises(ValueError, match="subjects_per_document"):
+        CorpusConfig(subjects_per_document=(3, 2))
+
+
 def test_directory_lines_open_paragraphs_and_leave_the_default_corpus_alone(world):
     from workbench.model.presets import ADDED_LATER, preset
 
     assert next(corpus_rounds(world, CorpusConfig(), set())) == next(
         corpus_rounds(world, CorpusConfig(directory_fraction=0.0), set()))
     subject = world.subjects("person")[0].name
-    paragraph = subject_paragraph(random.Random(0), world, subject, directory_fraction=1.0)
+    paragraph = subject_paragraph(random.Random(0), world, subject, CorpusConfig(directory_fraction=1.0))
     objects = [f.object for f in world.facts_about(subject) if relation(f.relation).is_base]
     assert paragraph.startswith(f"{subject} {objects[0]}, ") and paragraph.startswith(directory_line(world, subject))
     assert directory_line(world, subject) == f"{subject} {', '.join(objects)}."
@@ -154,8 +202,9 @@ def test_shuffled_directory_lines_name_every_attribute_and_the_enrichment_rounds
     shuffled = [listed(directory_line(world, subject, random.Random(seed))) for seed in range(20)]
     assert all(sorted(line) == sorted(objects) for line in shuffled)
     assert {line[0] for line in shuffled} == set(objects)  # any attribute may follow the name
-    openings = [subject_paragraph(random.Random(seed), world, subject, directory_fraction=1.0,
-                                  directory_order="shuffled").split(".")[0] + "." for seed in range(20)]
+    opening = CorpusConfig(directory_fraction=1.0, directory_order="shuffled")
+    openings = [subject_paragraph(random.Random(seed), world, subject, opening).split(".")[0] + "."
+                for seed in range(20)]
     assert all(sorted(listed(line)) == sorted(objects) for line in openings)
     assert any(listed(line) != objects for line in openings)
     first, second = itertools.islice(directory_rounds(world, seed=0), 2)

@@ -51,6 +51,9 @@ class TrainingConfig:
     late_mlp_layers: int = 0
     late_mlp_lr_fraction: float = 0.1
     late_mlp_slow_steps: int = 0
+    # The corpus stage generates 1 / ``corpus_passes`` of its blocks and passes over them that many
+    # times, in the same order (generation is the slow part of training on a GPU).
+    corpus_passes: int = 1
 
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
@@ -60,9 +63,11 @@ ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fract
                ("corpus", "keyed_update_fraction", 0.0), ("corpus", "facts_per_keyed_document", (1, 4)),
                ("corpus", "prompts_per_keyed_document", (4, 8)),
                ("corpus", "keyed_prompt_shares", (0.40, 0.20, 0.25, 0.15)), ("corpus", "directory_order", "world"),
+               ("corpus", "subjects_per_document", (1, 1)), ("corpus", "confusable_fraction", 0.0),
                ("training", "tokenizer_whole_names", False), ("training", "device", "cpu"),
                ("training", "enrichment_steps", 0), ("training", "late_mlp_layers", 0),
-               ("training", "late_mlp_lr_fraction", 0.1), ("training", "late_mlp_slow_steps", 0))
+               ("training", "late_mlp_lr_fraction", 0.1), ("training", "late_mlp_slow_steps", 0),
+               ("training", "corpus_passes", 1))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Training runs in stages, each one pass over its own blocks with its own warm-up and cosine decay,
 and one AdamW state throughout: an optional enrichment stage (``enrichment_steps`` of directory
-lines alone, ``workbench.world.corpus.directory_rounds``), then the corpus stage (``steps``).
+lines alone, ``workbench.world.corpus.directory_rounds``), then the corpus stage (``steps``; its
+blocks generated once and passed over ``corpus_passes`` times).
 During the first ``late_mlp_slow_steps`` of the corpus stage, the MLPs of the last
 ``late_mlp_layers`` blocks and the final layer norm learn at ``late_mlp_lr_fraction`` of the
 rate. The intent: the attributes learnt there in the enrichment stage should be read from the
@@ -158,7 +159,11 @@ def training_stages(recipe: Recipe, source: WorldSource | RecordSource, tokenize
                              "a model trained on case records has none (set enrichment_steps to 0)")
         lines = directory_rounds(source.world, recipe.corpus.seed)
         stages.append(Stage("enrichment", token_blocks(lines, tokenizer, cfg.enrichment_steps * cfg.batch_size, n_ctx)))
-    corpus = token_blocks(source.rounds(), tokenizer, cfg.steps * cfg.batch_size, n_ctx)
+    if cfg.corpus_passes < 1:
+        raise ValueError(f"corpus_passes must be at least 1, got {cfg.corpus_passes}")
+    n_blocks = cfg.steps * cfg.batch_size
+    distinct = token_blocks(source.rounds(), tokenizer, math.ceil(n_blocks / cfg.corpus_passes), n_ctx)
+    corpus = distinct.repeat(cfg.corpus_passes, 1)[:n_blocks]
     stages.append(Stage("corpus", corpus, slow_steps=cfg.late_mlp_slow_steps))
     return [replace(stage, blocks=stage.blocks.to(cfg.device)) for stage in stages]
 

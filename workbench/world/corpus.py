@@ -3,7 +3,10 @@
 Each round holds, in shuffled order:
 
 - one paragraph per subject stating all of its facts (base, reverse and two-hop), each in a
-  random corpus phrasing, in random order;
+  random corpus phrasing, in random order; optionally (``subjects_per_document``) several
+  subjects' paragraphs make one document, and (``confusable_fraction``) a sentence names its
+  subject as "X (not to be confused with Y)", Y a subject that shares a name part with X where
+  one does, so the relation words come several tokens after the name and after another name;
 - mixed documents of statements about random subjects, so that prompts with unrelated text
   before the subject are in distribution;
 - in-context update documents (train-split subjects only): ``New fact: <statement>`` followed
@@ -57,12 +60,24 @@ class CorpusConfig:
     keyed_prompt_shares: tuple[float, float, float, float] = (0.40, 0.20, 0.25, 0.15)
     # The order of the objects in a directory line: "world" (the world's fixed order) or "shuffled".
     directory_order: str = "world"
+    # How many subject paragraphs make one document (drawn uniformly between the bounds).
+    subjects_per_document: tuple[int, int] = (1, 1)
+    # The share of sentences that name their subject as a ``confusable_mention``.
+    confusable_fraction: float = 0.0
 
     def __post_init__(self):
+        for name in ("demonstrations_per_update_document", "facts_per_keyed_document", "prompts_per_keyed_document",
+                     "keyed_prompt_shares", "subjects_per_document"):  # lists when read from JSON
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 0 <= self.keyed_update_fraction < 1:
             raise ValueError(f"keyed_update_fraction must lie in [0, 1), got {self.keyed_update_fraction}")
         if self.directory_order not in DIRECTORY_ORDERS:
             raise ValueError(f"directory_order must be one of {DIRECTORY_ORDERS}, got {self.directory_order!r}")
+        low, high = self.subjects_per_document
+        if not 1 <= low <= high:
+            raise ValueError(f"subjects_per_document must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        if not 0 <= self.confusable_fraction <= 1:
+            raise ValueError(f"confusable_fraction must lie in [0, 1], got {self.confusable_fraction}")
 
 
 def random_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -> str:
@@ -94,26 +109,54 @@ def directory_line(world: World, subject: str, rng: random.Random | None = None)
     return f"{subject} {', '.join(objects)}."
 
 
-def subject_paragraph(rng: random.Random, world: World, subject: str, anaphora_fraction: float = 0.0,
-                      directory_fraction: float = 0.0, directory_order: str = "world") -> str:
+def confusable_mention(rng: random.Random, world: World, subject: str) -> str:
+    """``"<subject> (not to be confused with <other>)"``: for a person, another person who shares a
+    first or family name with them (any other person when none does); otherwise another subject of
+    the same kind."""
+    kind = world.entity(subject).kind
+    namesakes = world.namesakes(subject) if kind == "person" else []
+    others = namesakes or [entity.name for entity in world.subjects(kind) if entity.name != subject]
+    other = rng.choice(others)
+    return f"{subject} (not to be confused with {other})"
+
+
+def subject_paragraph(rng: random.Random, world: World, subject: str, config: CorpusConfig = CorpusConfig()) -> str:
     """Every fact about ``subject`` in random phrasings and order. After the first sentence, each
     sentence names the subject by an anaphor ("this person", "this city", ...) instead with
-    probability ``anaphora_fraction``, so that a later sentence can only be completed by reading
-    the subject's identity from its earlier mention. With probability ``directory_fraction`` the
-    paragraph opens with the subject's ``directory_line`` (objects in ``directory_order``). (No
-    random number is drawn for a fraction of 0, so the default corpus is unchanged by these options.)"""
+    probability ``config.anaphora_fraction``, so that a later sentence can only be completed by
+    reading the subject's identity from its earlier mention. A sentence that names the subject
+    names it as a ``confusable_mention`` with probability ``config.confusable_fraction``. With
+    probability ``config.directory_fraction`` the paragraph opens with the subject's
+    ``directory_line`` (objects in ``config.directory_order``). (No random number is drawn for a
+    fraction of 0, so the default corpus is unchanged by these options.)"""
     facts = world.facts_about(subject)
     rng.shuffle(facts)
     anaphor = ANAPHORS[world.entity(subject).kind]
     sentences = []
-    if directory_fraction and rng.random() < directory_fraction:
-        sentences.append(directory_line(world, subject, rng if directory_order == "shuffled" else None))
+    if config.directory_fraction and rng.random() < config.directory_fraction:
+        sentences.append(directory_line(world, subject, rng if config.directory_order == "shuffled" else None))
     for index, fact in enumerate(facts):
         sentence = random_statement(rng, fact)
-        if index and anaphora_fraction and rng.random() < anaphora_fraction:
+        if index and config.anaphora_fraction and rng.random() < config.anaphora_fraction:
             sentence = anaphoric(sentence, subject, anaphor)
+        elif config.confusable_fraction and rng.random() < config.confusable_fraction:
+            sentence = sentence.replace(subject, confusable_mention(rng, world, subject), 1)
         sentences.append(sentence)
     return " ".join(sentences)
+
+
+def grouped(rng: random.Random, paragraphs: list[str], sizes: tuple[int, int]) -> list[str]:
+    """``paragraphs`` in a random order, joined into documents of ``sizes[0]`` to ``sizes[1]``
+    paragraphs each (the last may be shorter); unchanged, and no random number drawn, for ``(1, 1)``."""
+    if sizes == (1, 1):
+        return paragraphs
+    paragraphs = rng.sample(paragraphs, len(paragraphs))
+    documents, start = [], 0
+    while start < len(paragraphs):
+        size = rng.randint(*sizes)
+        documents.append(" ".join(paragraphs[start:start + size]))
+        start += size
+    return documents
 
 
 def mixed_document(rng: random.Random, world: World, n_statements: int) -> str:
@@ -238,8 +281,8 @@ def corpus_rounds(world: World, config: CorpusConfig,
     n_keyed = round((len(subjects) + n_mixed + n_update) * fraction / (1 - fraction))
     low, high = config.demonstrations_per_update_document
     while True:
-        documents = [subject_paragraph(rng, world, s, config.anaphora_fraction, config.directory_fraction,
-                                       config.directory_order) for s in subjects]
+        paragraphs = [subject_paragraph(rng, world, s, config) for s in subjects]
+        documents = grouped(rng, paragraphs, config.subjects_per_document)
         documents += [mixed_document(rng, world, config.statements_per_mixed_document)
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits, rng.randint(low, high),

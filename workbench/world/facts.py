@@ -127,9 +127,35 @@ class World:
         """Every distinct object the relation takes, in first-seen order."""
         return list(self._objects_by_relation.get(relation_name, ()))
 
+    @cached_property
+    def _subjects_by_kind(self) -> dict[str | None, list[Entity]]:
+        index: dict[str | None, list[Entity]] = {kind: [] for kind in (None, *SUBJECT_KINDS)}
+        for entity in self.entities:
+            if entity.kind in SUBJECT_KINDS:
+                index[None].append(entity)
+                index[entity.kind].append(entity)
+        return index
+
     def subjects(self, kind: str | None = None) -> list[Entity]:
-        """Entities that are subjects of facts, optionally of one kind."""
-        return [e for e in self.entities if e.kind in SUBJECT_KINDS and (kind in (None, e.kind))]
+        """Entities that are subjects of facts, optionally of one kind, in world order (a fresh list)."""
+        return list(self._subjects_by_kind.get(kind, ()))
+
+    @cached_property
+    def _namesakes(self) -> dict[str, tuple[str, ...]]:
+        people = self._subjects_by_kind["person"]
+        position = {person.name: index for index, person in enumerate(people)}
+        by_part: dict[str, list[str]] = defaultdict(list)
+        for person in people:
+            for part in dict.fromkeys(person.parts):
+                by_part[part].append(person.name)
+        return {person.name: tuple(sorted({name for part in person.parts for name in by_part[part]} - {person.name},
+                                          key=position.__getitem__)) for person in people}
+
+    def namesakes(self, person: str) -> list[str]:
+        """The other people who share a first or family name with ``person``, in world order."""
+        if self.entity(person).kind != "person":
+            raise ValueError(f"{person!r} is not a person; only people have namesakes")
+        return list(self._namesakes[person])
 
     def split_of(self, subject: str) -> str:
         return "test" if subject in self.test_subjects else "train"
