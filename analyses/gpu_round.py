@@ -1,7 +1,9 @@
 """Train a round of variants on a lent GPU inside a fixed time, and pack them to be carried back.
 
-    python analyses/gpu_round.py --variants analyses/variants/specimen-round5.json --budget 530 \\
-        --out runs/specimen-round5 --parts runs/round5-parts --send "$OUT"
+    PYTHONPATH=. python3 analyses/gpu_round.py --variants analyses/variants/specimen-round5.json \\
+        --budget 530 --out runs/specimen-round5 --parts runs/round5-parts --send "$OUT"
+
+(``PYTHONPATH=.`` where the package is not installed, as on a lent machine.)
 
 A lent machine gives a few minutes, and its files come back only in a few parts of limited size.
 This script spends the time in one go:
