@@ -67,7 +67,10 @@ def test_eval_command_writes_results_and_never_overwrites(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     for name in ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject"):
         assert set(results[name]) == {"mean", "ci95", "n"}
-    assert len((tmp_path / "cases.jsonl").read_text().splitlines()) == 2
+    records = [json.loads(line) for line in (tmp_path / "cases.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    layer = json.loads(hparams.read_text())["layer"]  # the record says which layer each edit changed
+    assert all(r["layers"] == [layer] for r in records) and results["layers_edited"] == [layer]
     capsys.readouterr()
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
 

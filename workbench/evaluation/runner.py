@@ -51,7 +51,8 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     ``befores``: the cases' measurements without any edit, when already made (``compare`` shares
     them between methods); else each case is measured before its edit. ``results["scores"]`` are
     the benchmark's standard scores after the edits, ``results["scores_before"]`` the same of the
-    unedited model."""
+    unedited model; ``results["layers_edited"]`` the layers any edit changed (each record has its
+    own ``layers``; none for an in-context edit)."""
     if not cases:
         raise ValueError("there are no edit cases to evaluate")
     records, measured = [], []
@@ -64,13 +65,15 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
         with edit.applied(model):
             after = measure(model, case.in_context(edit.context), fluency_tokens)
         records.append({"case_id": case.case_id, "prompt": case.request.prompt, "target_new": case.request.target_new,
-                        "method": edit.method, "edit_seconds": edit_seconds, "metrics": case_metrics(before, after),
+                        "method": edit.method, "layers": list(edit.layers), "edit_seconds": edit_seconds,
+                        "metrics": case_metrics(before, after),
                         **({"details": edit.details} if edit.details else {})})
     names = list(records[0]["metrics"]) if records else list(HEADLINE_METRICS)
     results = {name: aggregate([r["metrics"][name] for r in records]) for name in names}
     seconds = sorted(r["edit_seconds"] for r in records)
     results["median_edit_seconds"] = seconds[len(seconds) // 2] if seconds else None
     results["n_cases"] = len(records)
+    results["layers_edited"] = sorted({layer for r in records for layer in r["layers"]})
     source = cases[0].source if cases else ""
     results["scores"] = protocol_scores(results, source)
     results["scores_before"] = protocol_scores(unedited_results(measured), source)
