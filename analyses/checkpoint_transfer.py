@@ -1,6 +1,6 @@
 """Move trained models through a channel that takes only a few files of limited size.
 
-    python analyses/checkpoint_transfer.py pack RUN_DIR --out DIR [--part-mib 15.5]
+    python analyses/checkpoint_transfer.py pack RUN_DIR --out DIR [--part-mib 15.9]
     python analyses/checkpoint_transfer.py unpack DIR... --out RUN_DIR
 
 ``pack`` puts every file under ``RUN_DIR`` (the models of ``analyses/recipe_sweep.py`` and their
@@ -25,21 +25,21 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 WEIGHTS_FILE = "model.safetensors"
 REPORT_FILE = "training_report.json"
 ARCHIVE = "models.tar.gz"
 DIGEST_FILE = "models.sha256"
 TRANSFER_DTYPE = torch.bfloat16
+PART_MIB = 15.9  # under the 16 MiB a lent machine sends back per file
 
 
 def _converted(path: Path, dtype: torch.dtype) -> bytes:
+    """The safetensors file at ``path`` with its floating-point tensors cast to ``dtype``."""
     tensors = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
-               for name, tensor in load_file(path).items()}
-    with tempfile.TemporaryDirectory() as scratch:
-        save_file(tensors, Path(scratch) / WEIGHTS_FILE, metadata={"format": "pt"})
-        return (Path(scratch) / WEIGHTS_FILE).read_bytes()
+               for name, tensor in load(path.read_bytes()).items()}
+    return save(tensors, metadata={"format": "pt"})
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -105,7 +105,7 @@ def main() -> None:
     packing = commands.add_parser("pack")
     packing.add_argument("run_dir", type=Path)
     packing.add_argument("--out", type=Path, required=True)
-    packing.add_argument("--part-mib", type=float, default=15.5)
+    packing.add_argument("--part-mib", type=float, default=PART_MIB)
     unpacking = commands.add_parser("unpack")
     unpacking.add_argument("folders", type=Path, nargs="+")
     unpacking.add_argument("--out", type=Path, required=True)

@@ -17,8 +17,8 @@ This script spends the time in one go:
    from the start (between ``MIN_STEPS`` and ``MAX_STEPS``), written to ``<out>/variants.json``;
 4. the round, as ``recipe_sweep.py`` trains it, into ``<out>``;
 5. ``checkpoint_transfer.py pack`` into ``--parts``, and as many of the first parts as one
-   transfer takes (``SEND_MIB``) copied to ``--send``. The rest are sent by a second command:
-   ``cp <parts>/models.tar.gz.0[4-9] <parts>/models.sha256 "$OUT"``.
+   transfer takes (``SEND_MIB``) copied to ``--send``; the log ends with the command that sends
+   the rest.
 
 Every step's timing goes to ``<out>/round.log``.
 """
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from checkpoint_transfer import DIGEST_FILE, pack
+from checkpoint_transfer import DIGEST_FILE, PART_MIB, pack
 from recipe_sweep import run_variant, sweep
 
 from workbench.model.precision import machine_recipe
@@ -47,30 +47,23 @@ CHECK_STEPS = 20
 SEND_MIB = 63.9  # what one transfer takes back, less room for the log
 
 
-def corpus_tokens_per_second(recipe: Recipe, n_tokens: int = 2_000_000) -> float:
-    """How fast the recipe's corpus is generated and tokenized on this machine's CPU."""
+def corpus_tokens_per_second(recipe: Recipe, n_tokens: int = 2_000_000):
+    """How fast the recipe's corpus is generated and tokenized on this machine's CPU, and the
+    recipe's tokenizer: ``(tokens per second, tokenizer)``."""
     source = WorldSource(recipe)
     tokenizer = source.tokenizer()
     rounds = source.rounds()
     started = time.perf_counter()
     token_blocks(rounds, tokenizer, n_tokens // recipe.architecture.n_ctx, recipe.architecture.n_ctx)
-    return n_tokens / (time.perf_counter() - started)
+    return n_tokens / (time.perf_counter() - started), tokenizer
 
 
-def _timed_steps(job: tuple[Recipe, int]) -> float:
-    """Seconds for ``steps`` training steps of the recipe's architecture on random blocks."""
-    recipe, steps = job
+def _timed_steps(job: tuple[Recipe, object, int]) -> float:
+    """Seconds for ``steps`` training steps of the recipe's model on random blocks."""
+    recipe, tokenizer, steps = job
     cfg, device = recipe.training, recipe.training.device
-    vocab = recipe.architecture.vocab_size
-
-    class Vocabulary:  # what new_model reads of a tokenizer
-        bos_token_id = eos_token_id = pad_token_id = 0
-
-        def __len__(self):
-            return vocab
-
-    model = new_model(recipe, Vocabulary()).to(device)
-    blocks = torch.randint(0, vocab, (steps * cfg.batch_size, recipe.architecture.n_ctx), device=device)
+    model = new_model(recipe, tokenizer).to(device)
+    blocks = torch.randint(0, len(tokenizer), (steps * cfg.batch_size, recipe.architecture.n_ctx), device=device)
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     synchronize()
     started = time.perf_counter()
@@ -79,12 +72,13 @@ def _timed_steps(job: tuple[Recipe, int]) -> float:
     return time.perf_counter() - started
 
 
-def contended_step_seconds(recipe: Recipe, n_processes: int, short: int = 20, long: int = 70) -> float:
+def contended_step_seconds(recipe: Recipe, tokenizer, n_processes: int, short: int = 20, long: int = 70) -> float:
     """Seconds per training step with ``n_processes`` processes training at once (the slowest of
     them; the difference between ``long`` and ``short`` steps, so start-up costs cancel, or where
     noise makes that difference negative, the long run's mean, start-up included)."""
     with multiprocessing.get_context("spawn").Pool(n_processes) as pool:
-        seconds = {steps: max(pool.map(_timed_steps, [(recipe, steps)] * n_processes)) for steps in (short, long)}
+        seconds = {steps: max(pool.map(_timed_steps, [(recipe, tokenizer, steps)] * n_processes))
+                   for steps in (short, long)}
     difference = (seconds[long] - seconds[short]) / (long - short)
     return difference if difference > 0 else seconds[long] / long
 
@@ -128,15 +122,15 @@ def main() -> None:
         check_started = time.perf_counter()
         run_variant((args.base, f"check-{name}", check, scratch, args.device, torch.get_num_threads()))
         fixed_seconds = time.perf_counter() - check_started
-        pack(Path(scratch), Path(scratch) / "parts", part_mib=15.9)
+        pack(Path(scratch), Path(scratch) / "parts", PART_MIB)
     say(f"pipeline check passed: {name} trained for {CHECK_STEPS} steps, evaluated, saved and packed "
         f"in {fixed_seconds:.1f} s")
     recipe, _ = machine_recipe(preset(args.base).with_overrides(name, overrides), args.device)
-    tokens_per_second = corpus_tokens_per_second(recipe)
+    tokens_per_second, tokenizer = corpus_tokens_per_second(recipe)
     cfg = recipe.training
     generation_seconds = cfg.batch_size * recipe.architecture.n_ctx / cfg.corpus_passes / tokens_per_second
     say(f"corpus of {name}: {tokens_per_second:,.0f} tokens/s, {generation_seconds:.3f} s per step")
-    step_seconds = contended_step_seconds(recipe, jobs)
+    step_seconds = contended_step_seconds(recipe, tokenizer, jobs)
     say(f"a training step with {jobs} variants at once: {step_seconds:.3f} s")
     seconds_left = args.budget - (time.perf_counter() - started) - 60  # packing and a margin
     steps = sized_steps(seconds_left, fixed_seconds, step_seconds, generation_seconds)
@@ -145,19 +139,20 @@ def main() -> None:
     say(f"{seconds_left:.0f} s left: {steps} steps per variant")
     for summary in sweep(sized, args.base, str(args.out), args.device, jobs):
         say(json.dumps(summary))
-    parts = pack(args.out, args.parts, part_mib=15.9)
+    parts = pack(args.out, args.parts, PART_MIB)
     say(f"packed into {len(parts)} parts of {', '.join(f'{p.stat().st_size / 2**20:.1f}' for p in parts)} MiB")
     if args.send:
         args.send.mkdir(parents=True, exist_ok=True)
-        sent = 0.0
-        for part in parts:
-            size = part.stat().st_size / 2**20
-            if sent + size > SEND_MIB:
-                break
-            shutil.copy(part, args.send)
-            sent += size
+        sent, size = 0, 0.0
+        while sent < len(parts) and size + parts[sent].stat().st_size / 2**20 <= SEND_MIB:
+            shutil.copy(parts[sent], args.send)
+            size += parts[sent].stat().st_size / 2**20
+            sent += 1
         shutil.copy(args.parts / DIGEST_FILE, args.send)
-        say(f"sent {sent:.1f} MiB; the rest stay in {args.parts}")
+        say(f"sent {sent} parts, {size:.1f} MiB")
+        if sent < len(parts):
+            rest = " ".join(str(part) for part in parts[sent:])
+            say(f"send the rest with: cp {rest} {args.parts / DIGEST_FILE} \"$OUT\"")
     say("done")
 
 

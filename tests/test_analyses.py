@@ -125,6 +125,7 @@ def test_a_gpu_round_sizes_its_steps_from_measured_speeds(scripts):
     assert gpu_round.sized_steps(300, 40, 0.5, 0.1) == 433
     assert gpu_round.sized_steps(100, 90, 1.0, 0.1) == gpu_round.MIN_STEPS  # never fewer
     recipe = preset("tiny").with_overrides("timed", {"training": {"batch_size": 2, "warmup_steps": 1}})
-    assert gpu_round.corpus_tokens_per_second(recipe, n_tokens=20_000) > 1_000
-    step = gpu_round.contended_step_seconds(recipe, 1, short=2, long=6)
+    tokens_per_second, tokenizer = gpu_round.corpus_tokens_per_second(recipe, n_tokens=20_000)
+    assert tokens_per_second > 1_000
+    step = gpu_round.contended_step_seconds(recipe, tokenizer, 1, short=2, long=6)
     assert 0 < step < 5

@@ -75,8 +75,8 @@ def test_the_corpus_stage_passes_over_its_blocks_as_often_as_asked(tiny_bridge):
     assert torch.equal(corpus.blocks[:half], distinct)
     assert torch.equal(corpus.blocks[half:], distinct[:5 * batch - half])
     assert "corpus_passes" not in preset("tiny").to_dict()["training"]
-    with pytest.raises(ValueError, match="corpus_passes must be at least 1, got 0"):
-        training_stages(recipe.with_overrides("none", {"training": {"corpus_passes": 0}}), source, tokenizer)
+    with pytest.raises(ValueError, match="corpus_passes must be at least 1, got 0"):  # when the recipe is made
+        recipe.with_overrides("none", {"training": {"corpus_passes": 0}})
 
 def _two_layer_model():
     torch.manual_seed(0)

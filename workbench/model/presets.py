@@ -55,6 +55,10 @@ class TrainingConfig:
     # times, in the same order (generation is the slow part of training on a GPU).
     corpus_passes: int = 1
 
+    def __post_init__(self):
+        if self.corpus_passes < 1:
+            raise ValueError(f"corpus_passes must be at least 1, got {self.corpus_passes}")
+
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
 # they enter the recipe's dict (and so its fingerprint) only when set, so caches stay valid.

@@ -159,8 +159,6 @@ def training_stages(recipe: Recipe, source: WorldSource | RecordSource, tokenize
                              "a model trained on case records has none (set enrichment_steps to 0)")
         lines = directory_rounds(source.world, recipe.corpus.seed)
         stages.append(Stage("enrichment", token_blocks(lines, tokenizer, cfg.enrichment_steps * cfg.batch_size, n_ctx)))
-    if cfg.corpus_passes < 1:
-        raise ValueError(f"corpus_passes must be at least 1, got {cfg.corpus_passes}")
     n_blocks = cfg.steps * cfg.batch_size
     distinct = token_blocks(source.rounds(), tokenizer, math.ceil(n_blocks / cfg.corpus_passes), n_ctx)
     corpus = distinct.repeat(cfg.corpus_passes, 1)[:n_blocks]
@@ -184,13 +182,14 @@ def train_model(recipe: Recipe, out_dir: Path, progress: bool = True,
     model = new_model(recipe, tokenizer).to(recipe.training.device)
     losses = optimise(model, stages, recipe, progress)
     train_seconds = time.perf_counter() - started
+    tokens_seen = sum(int(stage.blocks.numel()) for stage in stages)
     report = {
         "recipe": recipe.to_dict(),
         "fingerprint": recipe.fingerprint(),
         "machine": machine_description(recipe.training.device),
         "train_seconds": round(train_seconds, 1),
-        "tokens_seen": sum(int(stage.blocks.numel()) for stage in stages),
-        "tokens_per_second": round(sum(stage.blocks.numel() for stage in stages) / train_seconds),
+        "tokens_seen": tokens_seen,
+        "tokens_per_second": round(tokens_seen / train_seconds),
         "loss_curve": [_mean(losses[i:i + 20]) for i in range(0, len(losses), 20)],
         "final_loss": _mean(losses[-20:]),
         **source.recall(model, tokenizer),
