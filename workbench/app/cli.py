@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from workbench.app.edit_commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
+from workbench.app.options import add_machine_options, add_run_options, count, open_model_of
 from workbench.app.trace_commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
 from workbench.core.io import write_json
 from workbench.editing.registry import LAYER_METHODS, METHODS
@@ -57,10 +60,9 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_model_info(args) -> int:
-    from workbench.model.handle import open_model
     from workbench.model.info import model_info
 
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     info = model_info(handle.bridge, handle.world)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -91,9 +93,8 @@ def cmd_world_export(args) -> int:
 
 def cmd_demo(args) -> int:
     from workbench.app.demo import run_demo
-    from workbench.model.handle import open_model
 
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     if handle.world is None:
         raise SystemExit("the demo needs a workbench-trained model (it reads the model's fact world)")
     run_demo(handle, args.facts, args.plot)
@@ -102,17 +103,6 @@ def cmd_demo(args) -> int:
 
 CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found by the model's weights, in the cache or shipped)"
 BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend}
-
-
-def count(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (how many cases, samples, repetitions)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -135,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
     info = model.add_parser("info", help="architecture, size and fact recall of a model")
     info.add_argument("model", nargs="?", default=None, help="default | tiny | local directory | hub name")
     info.add_argument("--json", action="store_true")
+    add_machine_options(info)
     info.set_defaults(func=cmd_model_info)
 
     world = commands.add_parser("world", help="the synthetic fact world").add_subparsers(dest="action", required=True)
@@ -157,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--out", help="write the result as JSON")
     trace.add_argument("--plot", help="write heatmaps (PNG and SVG)")
     add_trace_options(trace)
+    add_machine_options(trace)
     trace.set_defaults(func=cmd_trace)
 
     locate = commands.add_parser("locate", help="the MLP weight to edit, from a trace or an average")
@@ -177,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--out", help="write the result as JSON")
     locate.add_argument("--plot", help="(sweep) plot the metrics per layer (PNG and SVG)")
     locate.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_machine_options(locate)
     locate.set_defaults(func=cmd_locate)
 
     edit = commands.add_parser("edit", help="compute an edit and show predictions before and after")
@@ -192,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     edit.add_argument("--export", metavar="DIR", help="also write the edited model to this new directory")
     edit.add_argument("--json", action="store_true")
+    add_machine_options(edit)
     edit.set_defaults(func=cmd_edit)
 
     evaluation = commands.add_parser("eval", help="evaluate a method over edit cases")
@@ -205,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     evaluation.add_argument("--out", required=True, help="directory for results.json and cases.jsonl")
     evaluation.add_argument("--force", action="store_true", help="replace existing result files")
+    add_machine_options(evaluation)
+    add_run_options(evaluation)
     evaluation.set_defaults(func=cmd_eval)
 
     compare = commands.add_parser("compare", help="several methods over the same cases: one table and chart")
@@ -219,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     compare.add_argument("--out", required=True, help="directory for comparison.{md,json,png} and per-method results")
     compare.add_argument("--force", action="store_true", help="replace existing result files")
+    add_machine_options(compare)
+    add_run_options(compare)
     compare.set_defaults(func=cmd_compare)
 
     mend = commands.add_parser("mend", help="MEND's learned editor").add_subparsers(dest="action", required=True)
@@ -227,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     mend_train.add_argument("--model", default=None)
     mend_train.add_argument("--hparams", help="a JSON file of MEND hyperparameters (default hparams/mend-default.json)")
     mend_train.add_argument("--out", help="a new directory for the editor (default: the cache, keyed by the model)")
+    add_machine_options(mend_train)
     mend_train.set_defaults(func=cmd_mend_train)
 
     bench = commands.add_parser("bench", help="benchmarks (both sides of every ratio in one run)")
@@ -242,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--stats-corpus", help="(rome, mend) key-statistics texts, one per line")
     bench.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     bench.add_argument("--json", action="store_true")
+    add_machine_options(bench)
     bench.set_defaults(func=lambda args: BENCHMARKS[args.target](args))
 
     dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard (trace, edit, evaluate)")
@@ -257,19 +257,35 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None)
     demo.add_argument("--facts", type=count, default=3, help="facts whose beliefs are shown first")
     demo.add_argument("--plot", help="also write the trace heatmaps (PNG and SVG)")
+    add_machine_options(demo)
     demo.set_defaults(func=cmd_demo)
     return root
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A termination signal ends it as Ctrl-C does: a run over many cases keeps
+    what it finished and says how to resume (exit status 130)."""
+    from workbench.evaluation.journal import RunInterrupted
     from workbench.model.loading import ModelLoadError
 
     args = parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, ModelLoadError) as error:
         print(f"workbench: error: {error}", file=sys.stderr)
         return 2
+    except RunInterrupted as interrupted:
+        print(f"workbench: {interrupted}", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from workbench.app.edit_bench import bench_mend, bench_rome
+from workbench.app.options import open_model_of, run_options
 from workbench.app.output import print_result
 from workbench.app.report import format_before_after, predictions, probe_prompts
+from workbench.app.runs import run_specs
 from workbench.core.cases import EditCase, parse_cases
 from workbench.core.edit import EditRequest
 from workbench.core.io import refuse_existing
@@ -18,16 +20,16 @@ from workbench.editing.mend import default_checkpoint_dir, found_checkpoint_dir,
 from workbench.editing.mend_training import train_mend
 from workbench.editing.registry import method_hparams, method_named
 from workbench.evaluation.compare import (
-    compare_methods,
+    MethodSpec,
     comparison_table,
     parse_method_specs,
     scores_table,
-    spec_editor,
     write_comparison,
 )
+from workbench.evaluation.metrics import FLUENCY_TOKENS
 from workbench.evaluation.protocol import format_scores
-from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, result_files, write_results
-from workbench.model.handle import ModelHandle, open_model
+from workbench.evaluation.runner import HEADLINE_METRICS, format_metric, result_files, write_results
+from workbench.model.handle import ModelHandle
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.world import World, export_edit_cases
 from workbench.world.cases import load_edit_cases
@@ -51,7 +53,7 @@ def world_case(world: World | None, prompt: str, subject: str) -> EditCase | Non
 def cmd_edit(args) -> int:
     if args.export:
         check_export_target(args.export)
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     model = handle.bridge
     case = world_case(handle.world, args.prompt, args.subject)
     truth = args.ground_truth or (case.request.ground_truth if case else None)
@@ -82,12 +84,15 @@ def cmd_edit(args) -> int:
 
 def cmd_eval(args) -> int:
     refuse_existing(result_files(args.out), args.force)  # before any work, not only after it
-    handle = open_model(args.model)
-    cases = load_edit_cases(args.cases, handle.world)
-    editor = editor_of(args, handle)
-    results, records = evaluate(handle.bridge, cases[: args.n], lambda case: editor.edit_case(case, args.layer))
+    handle = open_model_of(args)
+    cases = load_edit_cases(args.cases, handle.world)[: args.n]
+    spec = MethodSpec(args.method, args.method, args.layer, hparams=args.hparams)
+    compared, journal = run_specs("eval", handle, cases, [spec], run_options(args), args.checkpoint,
+                                  args.stats_corpus, FLUENCY_TOKENS)
+    [(results, records)] = compared.values()
     results["method"] = args.method
     write_results(args.out, results, records, overwrite=args.force)
+    journal.close()
     print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "
           f"-> {args.out}")
     for name in HEADLINE_METRICS:
@@ -101,12 +106,12 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     specs = parse_method_specs(args.methods)
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
-    compared = compare_methods(handle.bridge, cases, specs,
-                               lambda spec: spec_editor(handle, spec, args.checkpoint, args.stats_corpus),
-                               fluency_tokens=args.fluency_tokens)
+    compared, journal = run_specs("compare", handle, cases, specs, run_options(args), args.checkpoint,
+                                  args.stats_corpus, args.fluency_tokens)
     write_comparison(args.out, compared, overwrite=args.force)
+    journal.close()
     table = {label: pair[0] for label, pair in compared.items()}
     print(comparison_table(table) + "\n\n" + scores_table(table))
     print(f"\n{len(cases)} cases -> {args.out}/comparison.{{md,json,png}}")
@@ -114,7 +119,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mend_train(args) -> int:
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     model, facts = handle.bridge, handle.facts
     if facts is None:
         raise ValueError(f"MEND {NO_TRAINING_FACTS}")
@@ -136,7 +141,7 @@ def cmd_mend_train(args) -> int:
 
 
 def cmd_bench_mend(args) -> int:
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
     result = bench_mend(cases, editor_of(args, handle, "mend", args.hparams), editor_of(args, handle, "rome"))
     return print_result(args, result, f"median edit over {result['n_edits']} edits: MEND "
@@ -145,7 +150,7 @@ def cmd_bench_mend(args) -> int:
 
 
 def cmd_bench_rome(args) -> int:
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
     result = bench_rome(handle.bridge, cases, editor_of(args, handle, "rome", args.hparams))
     return print_result(args, result, f"ROME at layer {result['layer']}: key statistics over "

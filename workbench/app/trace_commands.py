@@ -6,11 +6,12 @@ import json
 
 import torch
 
+from workbench.app.options import open_model_of
 from workbench.app.output import print_result
 from workbench.app.trace_bench import bench_tracing
 from workbench.core.io import refuse_existing, write_json
 from workbench.core.plotting import figure_paths
-from workbench.model.handle import ModelHandle, open_model
+from workbench.model.handle import ModelHandle
 from workbench.tracing.average import average_trace
 from workbench.tracing.cases import load_facts
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
@@ -36,7 +37,7 @@ def cmd_trace(args) -> int:
     if not args.prompt or not args.subject:
         raise ValueError("workbench trace needs --prompt and --subject (or the 'average' action)")
     refuse_existing_outputs(args)
-    bridge = open_model(args.model).bridge
+    bridge = open_model_of(args).bridge
     result = trace_fact(bridge, args.prompt, args.subject, args.answer, _trace_config(args),
                         torch.Generator().manual_seed(args.seed))
     location = locate_from_trace(bridge, result) if "mlp" in result.grids else None
@@ -68,7 +69,7 @@ def cmd_trace_average(args) -> int:
     if not args.out:
         raise ValueError("workbench trace average needs --out FILE")
     refuse_existing_outputs(args)
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     bridge = handle.bridge
     average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, _trace_config(args),
                             torch.Generator().manual_seed(args.seed))
@@ -122,7 +123,7 @@ def _location_by_sweep(args, handle: ModelHandle) -> dict:
 
 def cmd_locate(args) -> int:
     refuse_existing_outputs(args)
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     location = _location_by_trace(args, handle)
     payload = location.to_dict()
     if args.sweep:
@@ -148,7 +149,7 @@ def cmd_locate(args) -> int:
 
 
 def cmd_bench_tracing(args) -> int:
-    handle = open_model(args.model)
+    handle = open_model_of(args)
     bridge, world = handle.bridge, handle.world
     if args.prompt:
         prompt, subject, answer = args.prompt, args.subject, args.answer

@@ -274,6 +274,9 @@ def load_mend(model, hparams: MendHparams, directory: str | Path | None = None) 
     fingerprint = model_fingerprint(model)
     directory = Path(directory) if directory else found_checkpoint_dir(model, hparams, fingerprint)
     fix = f"train one with `{TRAIN_COMMAND}` (with the same --model and --hparams)"
+    if model.cfg.dtype != torch.float32:
+        fix += (f"; an editor belongs to the exact weights it was trained for, and this model is loaded in "
+                f"{model.cfg.dtype}: the editors of the shipped and cached fp32 models need --dtype fp32")
     if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
         raise ValueError(f"no MEND editor for this model (weights {fingerprint}) at {directory}: {fix}")
     config = json.loads((directory / CONFIG_FILE).read_text())

@@ -5,8 +5,8 @@ file), ``rome@3`` (layer 3) or ``rome@auto`` (the locator's choice per case); ``
 layer. ``:variant`` reads ``hparams/<method>-<variant>.json`` instead of the method's default file
 (``mend:reference``). A MEND editor trained with the neighbour locality loss is shown as
 ``<label> + neighbour locality``: the other methods never see the neighbours.
-Every method sees the same cases in the same order; each case is measured before, edited (through
-hooks, or in context for IKE), measured after.
+Every method sees the same cases in the same order; each case is measured once before, then edited
+by each method in turn (through hooks, or in context for IKE) and measured after.
 """
 
 from __future__ import annotations
@@ -21,28 +21,33 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from workbench.core.cases import EditCase
+from workbench.core.edit import Edit
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.core.plotting import plt, save_figure
-from workbench.core.progress import Progress, reported
+from workbench.core.progress import Progress
 from workbench.editing.editor import Editor
 from workbench.editing.registry import METHODS, tuned_hparams_file
-from workbench.evaluation.metrics import FLUENCY_TOKENS, measure
-from workbench.evaluation.runner import HEADLINE_METRICS, evaluate, format_metric, write_results
+from workbench.evaluation.journal import CaseJournal
+from workbench.evaluation.metrics import FLUENCY_TOKENS
+from workbench.evaluation.runner import HEADLINE_METRICS, case_rows, format_metric, run_cases, summarize, write_results
 from workbench.model.handle import ModelHandle
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """``method`` at ``layer`` (None: its hyperparameter file's) with the hyperparameters of
-    ``variant`` (None: the default file), shown as ``label``."""
+    ``variant`` (None: the default file) or of the file ``hparams``, shown as ``label``."""
 
     label: str
     method: str
     layer: str | None
     variant: str | None = None
+    hparams: str | None = None
 
     @property
     def hparams_file(self) -> Path | None:
+        if self.hparams:
+            return Path(self.hparams)
         return tuned_hparams_file(self.method, self.variant) if self.variant else None
 
 
@@ -75,23 +80,39 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
 
 def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec],
                     editor_for: Callable[[MethodSpec], Editor], progress: Progress = True,
-                    fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, tuple[dict, list[dict]]]:
-    """``{label: (results, per-case records)}`` for every spec, on the same cases (each measured
-    once without an edit, then once per method with its edit applied). ``editor_for(spec)``: the
-    editor of a spec (``spec_editor`` for a model handle). ``fluency_tokens``: length of the
-    generations that measure fluency (0: no fluency)."""
+                    fluency_tokens: int = FLUENCY_TOKENS,
+                    journal: CaseJournal | None = None) -> dict[str, tuple[dict, list[dict]]]:
+    """``{label: (results, per-case records)}`` for every spec, on the same cases: each case is
+    measured once without an edit, then once per method with its edit applied. ``editor_for(spec)``:
+    the editor of a spec (``spec_editor`` for a model handle). ``fluency_tokens``: length of the
+    generations that measure fluency (0: no fluency). ``journal``: where progress is kept as it
+    goes (``journal.CaseJournal``; by default in memory only)."""
     if not cases:
         raise ValueError("there are no edit cases to compare the methods on")
-    befores = [measure(model, case, fluency_tokens) for case in reported(cases, "measuring before editing", progress)]
+    editors = {spec.label: editor_for(spec) for spec in specs}
+    computes = spec_edits(specs, editors)
+    rows = run_cases(cases, lambda case: case_rows(model, case, computes, fluency_tokens), progress,
+                     f"comparing {len(specs)} methods", journal)
+    return compared_results(rows, specs, editors, model.cfg.n_layers, cases[0].source)
+
+
+def spec_edits(specs: Sequence[MethodSpec], editors: dict[str, Editor]) -> dict[str, Callable[[EditCase], Edit]]:
+    """``{spec label: case -> edit}``: the spec's editor (``editors[label]``) at the spec's layer."""
+    return {spec.label: (lambda case, s=spec: editors[s.label].edit_case(case, s.layer)) for spec in specs}
+
+
+def compared_results(rows: Sequence[dict[str, dict]], specs: Sequence[MethodSpec], editors: dict[str, Editor],
+                     n_layers: int, source: str = "") -> dict[str, tuple[dict, list[dict]]]:
+    """``compare_methods``' result from every case's ``{spec label: record}`` (``case_rows``), in
+    case order: a MEND editor trained with the neighbour locality loss is labelled as such."""
     compared = {}
     for spec in specs:
-        editor = editor_for(spec)
+        editor = editors[spec.label]
         label = spec.label + (" + neighbour locality" if getattr(editor.hparams, "neighbour_locality", False) else "")
-        results, records = evaluate(model, cases, lambda case, s=spec, e=editor: e.edit_case(case, s.layer),
-                                    progress=progress, description=label, fluency_tokens=fluency_tokens,
-                                    befores=befores)
+        records = [row[spec.label] for row in rows]
+        results = summarize(records, source)
         results["method"] = spec.method
-        results["layer"] = spec.layer or editor.method.edited_layers(editor.hparams, model.cfg.n_layers)
+        results["layer"] = spec.layer or editor.method.edited_layers(editor.hparams, n_layers)
         compared[label] = (results, records)
     return compared
 
@@ -102,6 +123,12 @@ def spec_editor(handle: ModelHandle, spec: MethodSpec, checkpoint: str | Path | 
     tuned one; ``checkpoint`` (MEND's editor directory) only for the spec without a variant."""
     return Editor.for_model(handle, spec.method, spec.hparams_file, checkpoint if spec.variant is None else None,
                             stats_corpus)
+
+
+def spec_editors(handle: ModelHandle, specs: Sequence[MethodSpec], checkpoint: str | Path | None = None,
+                 stats_corpus: str | Path | None = None) -> dict[str, Editor]:
+    """``{spec label: spec_editor(...)}`` for every spec."""
+    return {spec.label: spec_editor(handle, spec, checkpoint, stats_corpus) for spec in specs}
 
 
 def comparison_table(compared: dict[str, dict]) -> str:

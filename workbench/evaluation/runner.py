@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from workbench.core.cases import EditCase
 from workbench.core.edit import Edit
 from workbench.core.io import json_safe, refuse_existing, write_json, write_text_atomic
 from workbench.core.progress import Progress, reported
-from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure, protocol_metrics
+from workbench.evaluation.journal import CaseJournal, RunInterrupted
+from workbench.evaluation.metrics import FLUENCY_TOKENS, case_metrics, measure, protocol_metrics
 from workbench.evaluation.protocol import protocol_scores
 
 HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject")
@@ -24,8 +25,8 @@ HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighbo
 
 def aggregate(values: Sequence[float]) -> dict:
     """Mean and the half-width of a normal-approximation 95% confidence interval over the cases
-    that have the metric (NaN values are cases without such prompts)."""
-    present = [v for v in values if not math.isnan(v)]
+    that have the metric (NaN or None values are cases without such prompts)."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
     if not present:
         return {"mean": None, "ci95": None, "n": 0}
     mean = sum(present) / len(present)
@@ -42,48 +43,75 @@ def format_metric(value: dict) -> str:
     return f"{value['mean']:.3f}" + (f" ± {value['ci95']:.3f}" if value["ci95"] is not None else "")
 
 
-def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edit],
-             progress: Progress = True, description: str = "evaluating edits",
-             fluency_tokens: int = FLUENCY_TOKENS,
-             befores: Sequence[Measurement] | None = None) -> tuple[dict, list[dict]]:
-    """``(results, per-case records)``; the model is left as it was found (edits are hooks).
-    ``fluency_tokens``: length of the greedy generations whose entropy measures fluency (0: skip).
-    ``befores``: the cases' measurements without any edit, when already made (``compare`` shares
-    them between methods); else each case is measured before its edit. ``results["scores"]`` are
-    the benchmark's standard scores after the edits, ``results["scores_before"]`` the same of the
-    unedited model; ``results["layers_edited"]`` the layers any edit changed (each record has its
-    own ``layers``; none for an in-context edit)."""
-    if not cases:
-        raise ValueError("there are no edit cases to evaluate")
-    records, measured = [], []
-    for index, case in enumerate(reported(cases, description, progress)):
-        before = befores[index] if befores is not None else measure(model, case, fluency_tokens)
-        measured.append(before)
+def case_rows(model, case: EditCase, computes: Mapping[str, Callable[[EditCase], Edit]],
+              fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, dict]:
+    """One case, measured once without an edit and then once with each of ``computes``' edits
+    applied: ``{label: record}``. A record holds the case's metrics, the edit's method, layers,
+    time and details, and ``unedited``: the benchmark metrics of the model without the edit."""
+    before = measure(model, case, fluency_tokens)
+    rows = {}
+    for label, compute in computes.items():
         started = time.perf_counter()
         edit = compute(case)
         edit_seconds = time.perf_counter() - started
         with edit.applied(model):
             after = measure(model, case.in_context(edit.context), fluency_tokens)
-        records.append({"case_id": case.case_id, "prompt": case.request.prompt, "target_new": case.request.target_new,
-                        "method": edit.method, "layers": list(edit.layers), "edit_seconds": edit_seconds,
-                        "metrics": case_metrics(before, after),
-                        **({"details": edit.details} if edit.details else {})})
-    names = list(records[0]["metrics"]) if records else list(HEADLINE_METRICS)
-    results = {name: aggregate([r["metrics"][name] for r in records]) for name in names}
+        rows[label] = {"case_id": case.case_id, "prompt": case.request.prompt,
+                       "target_new": case.request.target_new, "method": edit.method, "layers": list(edit.layers),
+                       "edit_seconds": edit_seconds, "metrics": case_metrics(before, after),
+                       "unedited": protocol_metrics(before), **({"details": edit.details} if edit.details else {})}
+    return rows
+
+
+def run_cases(cases: Sequence[EditCase], rows_of: Callable[[EditCase], dict[str, dict]],
+              progress: Progress = True, description: str = "evaluating edits",
+              journal: CaseJournal | None = None) -> list[dict[str, dict]]:
+    """``rows_of(case)`` for every case in order (``case_rows`` on a model), each kept in
+    ``journal`` as soon as it is made; cases the journal already holds are not done again. Ctrl-C
+    or a termination signal raises ``RunInterrupted`` with the journal whole."""
+    journal = journal if journal is not None else CaseJournal.in_memory()
+    pending = [index for index in range(len(cases)) if index not in journal.done]
+    if len(pending) < len(cases):
+        description += f" ({len(cases) - len(pending)} done before)"
+    try:
+        for index in reported(pending, description, progress):
+            journal.record(index, rows_of(cases[index]))
+    except KeyboardInterrupt:
+        raise RunInterrupted(journal.interrupted_message(len(cases))) from None
+    return [journal.done[index] for index in range(len(cases))]
+
+
+def summarize(records: Sequence[dict], source: str = "") -> dict:
+    """The aggregates of one method's per-case ``records`` (``case_rows``): every metric's mean,
+    95% interval and count, the median edit time, ``layers_edited`` (the layers any edit changed),
+    ``scores`` (the benchmark's standard scores after the edits; ``source`` names the benchmark)
+    and ``scores_before`` (the same of the unedited model)."""
+    if not records:
+        raise ValueError("there are no edit cases to evaluate")
+    results = {name: aggregate([r["metrics"][name] for r in records]) for name in records[0]["metrics"]}
     seconds = sorted(r["edit_seconds"] for r in records)
-    results["median_edit_seconds"] = seconds[len(seconds) // 2] if seconds else None
+    results["median_edit_seconds"] = seconds[len(seconds) // 2]
     results["n_cases"] = len(records)
     results["layers_edited"] = sorted({layer for r in records for layer in r["layers"]})
-    source = cases[0].source if cases else ""
     results["scores"] = protocol_scores(results, source)
-    results["scores_before"] = protocol_scores(unedited_results(measured), source)
-    return results, records
+    unedited = {name: aggregate([r["unedited"][name] for r in records]) for name in records[0]["unedited"]}
+    results["scores_before"] = protocol_scores(unedited, source)
+    return results
 
 
-def unedited_results(befores: Sequence[Measurement]) -> dict:
-    """The aggregated ``protocol_metrics`` of the cases without any edit."""
-    rows = [protocol_metrics(before) for before in befores]
-    return {name: aggregate([row[name] for row in rows]) for name in (rows[0] if rows else ())}
+def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edit],
+             progress: Progress = True, description: str = "evaluating edits",
+             fluency_tokens: int = FLUENCY_TOKENS, journal: CaseJournal | None = None) -> tuple[dict, list[dict]]:
+    """``(results, per-case records)`` of ``compute``'s edits of ``cases`` (``case_rows`` and
+    ``summarize``); the model is left as it was found (edits are hooks). ``fluency_tokens``: length
+    of the greedy generations whose entropy measures fluency (0: skip). ``journal``: where the
+    run's progress is kept as it goes (``journal.CaseJournal``; by default in memory only)."""
+    if not cases:
+        raise ValueError("there are no edit cases to evaluate")
+    rows = run_cases(cases, lambda case: case_rows(model, case, {"": compute}, fluency_tokens),
+                     progress, description, journal)
+    records = [row[""] for row in rows]
+    return summarize(records, cases[0].source), records
 
 
 def result_files(out_dir: str | Path) -> list[Path]:

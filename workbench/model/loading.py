@@ -22,9 +22,43 @@ from workbench.model.sources import WORLD_FILE
 from workbench.model.store import MANIFEST_FILE, ensure_model, model_dir_problem
 from workbench.world import World
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 class ModelLoadError(RuntimeError):
     """A model reference could not be turned into a model; the message says why and what to do."""
+
+
+def dtype_named(name: str | torch.dtype) -> torch.dtype:
+    """The torch dtype of ``"fp32"``, ``"bf16"`` or ``"fp16"`` (a torch dtype passes unchanged)."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name (``DTYPES``) of a dtype a model can be loaded in."""
+    names = {value: key for key, value in DTYPES.items()}
+    if dtype not in names:
+        raise ValueError(f"a model is loaded in one of {sorted(DTYPES)}, not {dtype}")
+    return names[dtype]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, refused with a clear error when this machine has no such device."""
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise ModelLoadError(f"unknown device {device!r} ({error}); use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but this machine's torch sees no CUDA GPU")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"device {device!r}: the workbench runs on cpu or cuda")
+    return chosen
 
 
 def resolve_model(reference: str | Path | None = None, progress: bool = True) -> Path | str:
@@ -46,14 +80,16 @@ def resolve_model(reference: str | Path | None = None, progress: bool = True) ->
 
 
 def load_model(reference: str | Path | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32, progress: bool = True) -> TransformerBridge:
-    """Load ``reference`` (see the module docstring) as a TransformerBridge in eval mode."""
+               dtype: str | torch.dtype = torch.float32, progress: bool = True) -> TransformerBridge:
+    """Load ``reference`` (see the module docstring) as a TransformerBridge in eval mode, on
+    ``device`` with its weights in ``dtype`` (a torch dtype or ``"fp32"``, ``"bf16"``, ``"fp16"``)."""
     return load_bridge(resolve_model(reference, progress=progress), device, dtype)
 
 
 def load_bridge(resolved: Path | str, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> TransformerBridge:
+                dtype: str | torch.dtype = torch.float32) -> TransformerBridge:
     """The TransformerBridge of a resolved reference (``resolve_model``: a directory or a hub name)."""
+    device, dtype = check_device(device), dtype_named(dtype)
     transformers.utils.logging.disable_progress_bar()
     if isinstance(resolved, Path):
         try:

@@ -1,0 +1,121 @@
+"""The progress of a long run over edit cases, on disk as it goes, so an interrupted run resumes.
+
+A run writes ``progress.jsonl`` into its output directory: a first line with the run's settings
+(``{"settings": {...}}``: what decides its results, such as the method, the hyperparameters, the
+model's fingerprint and the cases' digest), then one line per finished case
+(``{"index": i, "rows": {label: record}}``), each appended, flushed and synced before the next
+case starts. A line cut short by a kill is the case that was being written: it is dropped and
+that case is done again. When the run's result files are written the journal is removed.
+
+``--resume`` reopens the journal, refuses it when its settings differ from the command's (naming
+the settings that differ), and skips the cases it holds; a run without ``--resume`` refuses a
+directory that holds a journal, unless ``--force`` (then it starts over).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from workbench.core.io import json_safe
+
+JOURNAL_FILE = "progress.jsonl"
+
+
+class RunInterrupted(Exception):
+    """A run stopped by Ctrl-C or a termination signal; its journal is whole, the message says
+    how to continue."""
+
+
+class CaseJournal:
+    """The journal of a run into ``out_dir`` with ``settings`` (JSON-serialisable).
+
+    ``resume``: continue the journal there (see the module docstring); ``overwrite``: replace one
+    that is there instead of refusing it. ``done`` maps each finished case's index to its rows."""
+
+    def __init__(self, out_dir: str | Path | None, settings: Mapping, resume: bool = False, overwrite: bool = False):
+        self.path = Path(out_dir) / JOURNAL_FILE if out_dir is not None else None
+        self.settings = as_json(dict(settings))
+        self.done: dict[int, dict] = {}
+        if self.path is None:
+            return
+        if resume:
+            self._reopen()
+        elif self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} holds an interrupted run; pass --resume to continue it "
+                                  "or --force to start over")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_line({"settings": self.settings}, "w")
+
+    def _reopen(self) -> None:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"there is no interrupted run to resume in {self.path.parent} "
+                                    f"(no {JOURNAL_FILE}); run without --resume")
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        whole, cut = lines[:-1], lines[-1]  # a last line without its newline was cut short by a kill
+        try:
+            stored = json.loads(whole[0])["settings"] if whole else None
+        except (ValueError, KeyError, TypeError):
+            stored = None
+        if stored is None:
+            raise ValueError(f"{self.path} is not a run journal (its first line holds no settings); "
+                             "remove it or pass --force to start over")
+        differing = sorted(key for key in stored.keys() | self.settings.keys()
+                           if stored.get(key) != self.settings.get(key))
+        if differing:
+            raise ValueError(f"{self.path} was written by a run with other settings ({', '.join(differing)} "
+                             "differ); resume with the same command, or pass --force to start over")
+        for number, line in enumerate(whole[1:], start=2):
+            try:
+                entry = json.loads(line)
+                self.done[int(entry["index"])] = entry["rows"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{self.path} line {number} is damaged; pass --force to start over") from None
+        if cut:  # rewrite the journal without the cut line, so the next append starts a line of its own
+            self._rewrite(whole)
+
+    def _rewrite(self, lines: list[str]) -> None:
+        staging = self.path.with_name(f".{self.path.name}.rewrite")
+        staging.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(staging, self.path)
+
+    def _write_line(self, entry: dict, mode: str = "a") -> None:
+        with open(self.path, mode, encoding="utf-8") as stream:
+            stream.write(json.dumps(entry, allow_nan=False) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    @classmethod
+    def in_memory(cls) -> CaseJournal:
+        """A journal that keeps its cases in memory only (a run that cannot be resumed)."""
+        return cls(None, {})
+
+    def record(self, index: int, rows: dict) -> None:
+        """Keep case ``index``'s rows, as JSON keeps them (NaN becomes None), appended to the file;
+        a case already recorded is not recorded twice."""
+        if index in self.done:
+            return
+        rows = as_json(rows)
+        if self.path is not None:
+            self._write_line({"index": index, "rows": rows})
+        self.done[index] = rows
+
+    def interrupted_message(self, total: int) -> str:
+        """What to tell a user whose run stopped with this journal."""
+        if self.path is None:
+            return f"interrupted after {len(self.done)} of {total} cases (nothing was kept on disk)"
+        return (f"interrupted: {len(self.done)} of {total} cases are saved in {self.path}; "
+                "run the same command with --resume to continue")
+
+    def close(self) -> None:
+        """Remove the journal: the run's result files now hold everything it held."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def as_json(value):
+    """``value`` as strict JSON gives it back (NaN and infinities become None, tuples lists)."""
+    return json.loads(json.dumps(json_safe(value), allow_nan=False))
