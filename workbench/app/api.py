@@ -35,10 +35,11 @@ from workbench.world import World, export_edit_cases
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def load_model(reference: str | Path | None = None, device: str = "cpu"):
+def load_model(reference: str | Path | None = None, device: str = "cpu", dtype: str | torch.dtype = "fp32"):
     """``"default"`` or ``"tiny"`` (shipped with the package), a local Hugging Face directory or
-    a hub name, as a TransformerBridge (see ``workbench.model.loading``)."""
-    handle = open_model(reference, device=device)
+    a hub name, as a TransformerBridge (see ``workbench.model.loading``) on ``device`` (``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``) with its weights in ``dtype`` (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
+    handle = open_model(reference, device=device, dtype=dtype)
     _SOURCES[handle.bridge] = handle.source
     return handle.bridge
 

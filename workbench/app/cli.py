@@ -55,7 +55,7 @@ def cmd_model_build(args) -> int:
 def cmd_dashboard(args) -> int:
     from workbench.app.dashboard.launch import run_dashboard
 
-    run_dashboard(args.model, args.port, args.headless, args.address)
+    run_dashboard(args.model, args.port, args.headless, args.address, args.device, args.dtype)
     return 0
 
 
@@ -251,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--address", default="127.0.0.1",
                            help="the address to serve on (default: this machine only); another, such as 0.0.0.0, "
                                 "lets anyone who reaches it load models, edit them and export, unauthenticated")
+    add_machine_options(dashboard)
     dashboard.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", help="the whole story on one fact: beliefs, trace, locate, ROME, metrics")

@@ -22,6 +22,7 @@ from workbench.tracing.trace import (
     TraceConfig,
     corruption_hook,
     embedding_noise,
+    row_budget,
     trace_fact,
 )
 
@@ -40,7 +41,7 @@ def bench_tracing(model, prompt: str, subject: str, answer: str, config: TraceCo
                   repeats: int = 3, seed: int = 0) -> dict:
     config = config or TraceConfig()
     tokenizer = model.tokenizer
-    tokens = torch.tensor(encode_prompt(tokenizer, prompt))
+    tokens = torch.tensor(encode_prompt(tokenizer, prompt), device=model.W_E.device)
     span = subject_token_span(tokenizer, prompt, subject)
     answer_token = encode_target(tokenizer, answer)[0]
     n_layers, n_tokens = model.cfg.n_layers, tokens.shape[0]
@@ -71,9 +72,11 @@ def bench_tracing(model, prompt: str, subject: str, answer: str, config: TraceCo
     rows = len(config.kinds) * n_tokens * n_layers * config.samples
     generator = torch.Generator()
 
+    budget = row_budget(model, config, tokens)
+
     def plain_rows():
-        for begin in range(0, rows, config.row_budget):
-            model(tokens.unsqueeze(0).expand(min(config.row_budget, rows - begin), -1))
+        for begin in range(0, rows, budget):
+            model(tokens.unsqueeze(0).expand(min(budget, rows - begin), -1))
 
     trace_seconds = _best_time(lambda: trace_fact(model, prompt, subject, answer, config,
                                                   generator.manual_seed(seed)), repeats)

@@ -83,7 +83,7 @@ class WeightDelta:
         return self.left @ self.right
 
     def output_change(self, key: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
-        return (key @ self.left.to(key.dtype)) @ self.right.to(key.dtype)
+        return (key @ self.left.to(key.device, key.dtype)) @ self.right.to(key.device, key.dtype)
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,19 @@ def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:
 @torch.no_grad()
 def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, window: int = 128,
                               batch_size: int = 16, progress: bool = True) -> Float[Tensor, "d_mlp d_mlp"]:
-    """E[k k^T] over the first ``n_tokens`` key vectors of ``texts`` (float64 accumulation)."""
+    """E[k k^T] over the first ``n_tokens`` key vectors of ``texts``, accumulated in float64 on the
+    model's device batch by batch, whatever the model's dtype; returned in float32 on the CPU."""
     windows = key_windows(model.tokenizer, texts, window)
     hook_name = KEY_HOOK.format(layer=layer)
-    total = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64)
-    seen = 0
     device = model.W_E.device
+    total = torch.zeros(model.cfg.d_mlp, model.cfg.d_mlp, dtype=torch.float64, device=device)
+    seen = 0
     bar = tqdm(total=n_tokens, desc=f"key statistics, layer {layer}", disable=not progress)
     with hooks_suspended(model):
         for begin in range(0, windows.shape[0], batch_size):
             _, cache = model.run_with_cache(windows[begin:begin + batch_size].to(device),
                                             names_filter=lambda name: name == hook_name)
-            keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double().cpu()
+            keys = cache[hook_name].reshape(-1, model.cfg.d_mlp)[: n_tokens - seen].double()
             total += keys.T @ keys
             seen += keys.shape[0]
             bar.update(keys.shape[0])
@@ -70,7 +71,7 @@ def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens:
         warnings.warn(f"the key-statistics corpus holds {seen} keys in whole windows of {window} tokens, fewer "
                       f"than the {n_tokens} asked for: layer {layer}'s statistic is the mean over those {seen}",
                       stacklevel=2)
-    moment = (total / seen).float()
+    moment = (total / seen).float().cpu()
     if not torch.isfinite(moment).all():
         raise FloatingPointError(f"the key statistics of layer {layer} are not finite; nothing was cached")
     return moment

@@ -246,15 +246,16 @@ def compute_rome_edit(model, request: EditRequest, hparams: RomeHparams, texts: 
     statistics_seconds = time.perf_counter() - started
     keys, outputs = keys_and_outputs(model, [prefix + request.prompt for prefix in ["", *prefixes]],
                                       request.subject, hparams.layer)
-    own_key, own_output = keys[0].double(), outputs[0]
-    direction = torch.linalg.solve(moment.double(), keys.mean(dim=0).double())
+    device = model.W_E.device  # the update's linear algebra runs in float64 there, whatever the model's dtype
+    own_key, own_output = keys[0].to(device, torch.float64), outputs[0].float()
+    direction = torch.linalg.solve(moment.to(device, torch.float64), keys.mean(dim=0).to(device, torch.float64))
     direction = direction / direction.norm()
     value_change, trace = optimise_value(model, request, hparams, prefixes, own_output)
     target_value = own_output + value_change
-    right = (target_value.double() - own_output.double()) / own_key.dot(direction)
+    right = (target_value.to(device, torch.float64) - own_output.to(device, torch.float64)) / own_key.dot(direction)
     if not (torch.isfinite(direction).all() and torch.isfinite(right).all()):
         raise FloatingPointError("ROME's update is not finite (is the key statistic singular?)")
-    delta = WeightDelta.rank_one(site, direction.float(), right.float())
+    delta = WeightDelta.rank_one(site, direction.float().cpu(), right.float().cpu())
     return Edit(request, (delta,), method="rome", hparams=dict(vars(hparams)),
                 timings={"key_statistics_s": statistics_seconds, "total_s": time.perf_counter() - started,
                          "target_value": target_value.tolist(), **trace})

@@ -14,7 +14,8 @@ Conventions (after Meng et al. 2022, "Locating and Editing Factual Associations 
   the noise samples. Grids are ``[n_tokens, n_layers]``.
 
 All restorations of one kind run as rows of batched forward passes (``row_budget`` rows at most
-per pass), never one forward pass per cell, and cells whose result is known without a forward
+per pass; by default as many as the free memory allows, ``model.memory.rows_that_fit``), never one
+forward pass per cell, and cells whose result is known without a forward
 pass (``needs_forward_pass``) are filled in directly.
 """
 
@@ -28,6 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.core.sites import EMBED_HOOK, STREAM_HOOKS, stream_hook
+from workbench.model.memory import rows_that_fit
 from workbench.model.tokens import encode_prompt, encode_target, require_fits_context, subject_token_span
 
 
@@ -37,13 +39,13 @@ class TraceConfig:
     noise_scale: float = 3.0
     window: int = 10
     kinds: tuple[str, ...] = ("resid", "mlp", "attn")
-    row_budget: int = 512
+    row_budget: int | None = None
 
     def __post_init__(self):
         unknown = set(self.kinds) - set(STREAM_HOOKS)
         if unknown or not self.kinds:
             raise ValueError(f"kinds must be a non-empty subset of {sorted(STREAM_HOOKS)}, got {self.kinds}")
-        if self.samples < 1 or self.window < 1 or self.row_budget < 1:
+        if self.samples < 1 or self.window < 1 or (self.row_budget is not None and self.row_budget < 1):
             raise ValueError("samples, window and row_budget must all be at least 1")
         if not self.noise_scale > 0:
             raise ValueError(f"noise_scale must be positive, got {self.noise_scale}")
@@ -96,6 +98,11 @@ def embedding_noise(model, n_samples: int, n_positions: int, scale: float,
 
 def _answer_probability(logits: Float[Tensor, "rows pos d_vocab"], answer_token: int) -> Float[Tensor, " rows"]:
     return logits[:, -1].float().softmax(-1)[:, answer_token]
+
+
+def row_budget(model, config: TraceConfig, tokens: Tensor) -> int:
+    """The rows of one forward pass: the config's, else what the free memory allows."""
+    return config.row_budget or rows_that_fit(model, tokens.shape[-1])
 
 
 @torch.no_grad()
@@ -216,7 +223,7 @@ def trace_fact(model, prompt: str, subject: str, answer: str | None = None, conf
     restores += [(kind, list(layer_window(layer, 1 if kind == "resid" else config.window, n_layers)), [position])
                  for kind, position, layer in computed]
     probabilities = restored_probabilities(model, run.tokens, run.span, run.noise, run.answer_token, restores,
-                                           run.clean, config.row_budget).mean(dim=1)
+                                           run.clean, row_budget(model, config, run.tokens)).mean(dim=1)
     corrupted_prob = float(probabilities[0])
     grids = {kind: np.full((n_tokens, n_layers), corrupted_prob, dtype=np.float32) for kind in config.kinds}
     if "resid" in grids:  # the whole clean residual stream at the last position of the last layer
@@ -247,5 +254,5 @@ def whole_subject_restorations(model, prompt: str, subject: str, answer: str | N
     subject_positions = list(range(*run.span))
     restores = [("resid", [], []), *(("resid", [layer], subject_positions) for layer in range(n_layers))]
     probabilities = restored_probabilities(model, run.tokens, run.span, run.noise, run.answer_token, restores,
-                                           run.clean, config.row_budget).mean(dim=1)
+                                           run.clean, row_budget(model, config, run.tokens)).mean(dim=1)
     return run.clean_prob, float(probabilities[0]), probabilities[1:].numpy()

@@ -15,6 +15,8 @@ from importlib.resources import files
 from pathlib import Path
 
 MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
+DEVICE_ENV = "WORKBENCH_DASHBOARD_DEVICE"  # where the server loads models, and in which dtype
+DTYPE_ENV = "WORKBENCH_DASHBOARD_DTYPE"
 
 
 def app_path() -> Path:
@@ -35,17 +37,17 @@ def streamlit_command(port: int, headless: bool = True, address: str = LOCAL_ADD
             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
 
 
-def dashboard_environment(model: str) -> dict[str, str]:
-    """This process's environment with the dashboard's starting model set."""
-    return {**os.environ, MODEL_ENV: model}
+def dashboard_environment(model: str, device: str = "cpu", dtype: str = "fp32") -> dict[str, str]:
+    """This process's environment with the dashboard's starting model, device and dtype set."""
+    return {**os.environ, MODEL_ENV: model, DEVICE_ENV: device, DTYPE_ENV: dtype}
 
 
 def run_dashboard(model: str = "default", port: int = 8501, headless: bool = False,
-                  address: str = LOCAL_ADDRESS) -> None:
+                  address: str = LOCAL_ADDRESS, device: str = "cpu", dtype: str = "fp32") -> None:
     """Replace this process with the dashboard's server (so that stopping it, by Ctrl-C or a
     signal, stops the server; no child is left listening)."""
     command = streamlit_command(port, headless, address)
     if address != LOCAL_ADDRESS:
         print(f"serving the dashboard on {address}:{port}: anyone who reaches it can load models, edit them and "
               "export edited copies, with no authentication", file=sys.stderr)
-    os.execve(command[0], command, dashboard_environment(model))
+    os.execve(command[0], command, dashboard_environment(model, device, dtype))

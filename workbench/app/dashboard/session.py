@@ -34,9 +34,9 @@ class SharedModel:
     _editors: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, reference: str) -> SharedModel:
-        """Load ``reference`` (a preset name, a local directory or a hub name)."""
-        return cls(open_model(reference))
+    def load(cls, reference: str, device: str = "cpu", dtype: str = "fp32") -> SharedModel:
+        """Load ``reference`` (a preset name, a local directory or a hub name) on ``device`` in ``dtype``."""
+        return cls(open_model(reference, device=device, dtype=dtype))
 
     @property
     def reference(self) -> str:

@@ -3,7 +3,9 @@ used on several pages, progress bars and errors shown in the page.
 
 The model a session uses is named by ``st.session_state["model_reference"]``; it starts as the
 ``WORKBENCH_DASHBOARD_MODEL`` environment variable (set by ``workbench dashboard --model``), else
-``"default"``. Models are loaded once per process (``st.cache_resource``) and shared by sessions.
+``"default"``. Models are loaded on the device and in the dtype of ``workbench dashboard --device
+--dtype`` (``WORKBENCH_DASHBOARD_DEVICE``, ``WORKBENCH_DASHBOARD_DTYPE``), once per process
+(``st.cache_resource``), and shared by sessions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from workbench.app.dashboard.launch import MODEL_ENV
+from workbench.app.dashboard.launch import DEVICE_ENV, DTYPE_ENV, MODEL_ENV
 from workbench.app.dashboard.session import EditHistory, SharedModel
 from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest
@@ -28,7 +30,7 @@ from workbench.world.cases import load_edit_cases
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_shared(reference: str) -> SharedModel:
-    return SharedModel.load(reference)
+    return SharedModel.load(reference, os.environ.get(DEVICE_ENV, "cpu"), os.environ.get(DTYPE_ENV, "fp32"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
