@@ -54,3 +54,22 @@ def test_an_unknown_dtype_or_a_missing_device_is_a_clear_error(tiny_model_dir):
             open_model(tiny_model_dir, device="cuda")
     with pytest.raises(ModelLoadError, match="unknown device"):
         open_model(tiny_model_dir, device="tpu:x")
+
+
+def test_bench_scale_measures_models_built_from_config_with_random_weights():
+    from workbench.app.scale_bench import bench_scale
+    from workbench.model.presets import preset
+    from workbench.world import build_world
+
+    world = build_world(preset("tiny").world)
+    cases = load_edit_cases(None, world)[:2]
+    result = bench_scale(["tiny-gpt2", "tiny-llama"], cases, world, device="cpu", dtype="bf16", key_tokens=4096)
+    assert result["dtype"] == "bf16" and result["key_tokens"] == 4096
+    for size, layers in (("tiny-gpt2", 4), ("tiny-llama", 4)):
+        row = result["sizes"][size]
+        assert row["layers"] == layers and row["parameters"] > 2_000_000  # the real vocabularies' embeddings
+        assert row["trace"]["speedup_vs_patching"] > 1 and row["trace"]["max_abs_difference"] < 0.05
+        assert row["key_statistics_s"] > 0 and row["rome_edit_s"] > 0 and row["mend_edit_s"] > 0
+        assert row["eval_cases_per_s"] > 0
+    with pytest.raises(ValueError, match="unknown sizes"):
+        bench_scale(["gpt-5"], cases, world, device="cpu")

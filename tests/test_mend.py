@@ -267,3 +267,32 @@ def test_mend_failures_are_clear_and_lose_nothing(tiny_bridge, tiny_world, train
 def test_bad_mend_hyperparameters_are_named(fields, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(SMALL, **fields)
+
+
+def test_an_interrupted_training_resumes_to_the_uninterrupted_editor(tiny_bridge, tiny_world, trained, tmp_path,
+                                                                     monkeypatch):
+    from workbench.core.journal import RunInterrupted
+    from workbench.editing import mend_training
+
+    network, report = trained
+    checkpoint, identity = tmp_path / "editor.training.pt", {"model_fingerprint": "f", "hparams": "small"}
+    real_batch_loss, steps = mend_training.batch_loss, []
+
+    def interrupted_at_step_25(*args, observe=False, **kwargs):
+        steps.extend([None] if observe else [])
+        if len(steps) == 25:
+            raise KeyboardInterrupt
+        return real_batch_loss(*args, observe=observe, **kwargs)
+
+    monkeypatch.setattr(mend_training, "batch_loss", interrupted_at_step_25)
+    with pytest.raises(RunInterrupted, match=f"step 20 is saved in {checkpoint}.*--resume"):
+        train_mend(tiny_bridge, tiny_world, SMALL, progress=False, checkpoint=checkpoint, identity=identity)
+    monkeypatch.setattr(mend_training, "batch_loss", real_batch_loss)
+    with pytest.raises(ValueError, match="another run \\(hparams differ\\)"):
+        train_mend(tiny_bridge, tiny_world, SMALL, progress=False, checkpoint=checkpoint, resume=True,
+                   identity={**identity, "hparams": "other"})
+    resumed, resumed_report = train_mend(tiny_bridge, tiny_world, SMALL, progress=False, checkpoint=checkpoint,
+                                         resume=True, identity=identity)
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), resumed.state_dict().values()))
+    for key in ("validation_loss_by_step", "kept_step", "nll_kl_every_50_steps", "step_sizes"):
+        assert resumed_report[key] == report[key]

@@ -52,7 +52,7 @@ else:
         with ui.shown_errors(), shared.use(edits) as model:
             config = TraceConfig(samples=samples, noise_scale=noise_scale, window=window, kinds=tuple(kinds))
             facts = facts_from_cases(ui.world_cases(shared))
-            average = average_trace(model, facts, n_facts, config, torch.Generator().manual_seed(seed),
+            average = average_trace(model, facts, n_facts, config, seed,
                                     progress=ui.progress_bar())
             st.session_state["average_result"] = (average, locate_from_effects(model, average.effects["mlp"])
                                                    if "mlp" in kinds else None)

@@ -9,9 +9,17 @@ import sys
 import threading
 from pathlib import Path
 
-from workbench.app.edit_commands import cmd_bench_mend, cmd_bench_rome, cmd_compare, cmd_edit, cmd_eval, cmd_mend_train
+from workbench.app.edit_commands import (
+    cmd_bench_mend,
+    cmd_bench_rome,
+    cmd_bench_workers,
+    cmd_compare,
+    cmd_edit,
+    cmd_eval,
+    cmd_mend_train,
+)
 from workbench.app.options import add_machine_options, add_run_options, count, open_model_of
-from workbench.app.trace_commands import add_trace_options, cmd_bench_tracing, cmd_locate, cmd_trace
+from workbench.app.trace_commands import add_trace_options, cmd_bench_scale, cmd_bench_tracing, cmd_locate, cmd_trace
 from workbench.core.io import write_json
 from workbench.editing.registry import LAYER_METHODS, METHODS
 from workbench.model.precision import PRECISIONS
@@ -102,7 +110,8 @@ def cmd_demo(args) -> int:
 
 
 CHECKPOINT_HELP = "(mend) a trained editor's directory (default: found by the model's weights, in the cache or shipped)"
-BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend}
+BENCHMARKS = {"tracing": cmd_bench_tracing, "rome": cmd_bench_rome, "mend": cmd_bench_mend,
+              "workers": cmd_bench_workers, "scale": cmd_bench_scale}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -149,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--plot", help="write heatmaps (PNG and SVG)")
     add_trace_options(trace)
     add_machine_options(trace)
+    add_run_options(trace)
     trace.set_defaults(func=cmd_trace)
 
     locate = commands.add_parser("locate", help="the MLP weight to edit, from a trace or an average")
@@ -169,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     locate.add_argument("--out", help="write the result as JSON")
     locate.add_argument("--plot", help="(sweep) plot the metrics per layer (PNG and SVG)")
     locate.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_run_options(locate)
     add_machine_options(locate)
     locate.set_defaults(func=cmd_locate)
 
@@ -225,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     mend_train.add_argument("--model", default=None)
     mend_train.add_argument("--hparams", help="a JSON file of MEND hyperparameters (default hparams/mend-default.json)")
     mend_train.add_argument("--out", help="a new directory for the editor (default: the cache, keyed by the model)")
+    mend_train.add_argument("--resume", action="store_true", help="continue the interrupted training of this "
+                            "editor from its last checkpoint (saved at every validation)")
+    mend_train.add_argument("--force", action="store_true", help="start over, replacing an interrupted training")
     add_machine_options(mend_train)
     mend_train.set_defaults(func=cmd_mend_train)
 
@@ -236,8 +250,14 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--answer")
     bench.add_argument("--repeats", type=count, default=3, help="(tracing) timed repetitions")
     bench.add_argument("--cases", help="(rome, mend) edit cases (any format); default: the world's test split")
-    bench.add_argument("--n", type=count, default=10, help="(rome, mend) timed edits")
-    bench.add_argument("--hparams", help="(rome, mend) the method's hyperparameter file")
+    bench.add_argument("--n", type=count, default=10, help="(rome, mend, workers) timed edits")
+    bench.add_argument("--hparams", help="(rome, mend, workers) the method's hyperparameter file")
+    bench.add_argument("--method", choices=sorted(METHODS), default="rome", help="(workers) the evaluated method")
+    bench.add_argument("--workers", type=count, default=2, help="(workers) the workers compared with one")
+    bench.add_argument("--ray-address", help="(workers) run the workers on this existing Ray cluster")
+    bench.add_argument("--sizes", default="gpt2-xl,llama-7b",
+                       help="(scale) comma-separated model sizes built with random weights: gpt2-xl, llama-7b, "
+                            "tiny-gpt2, tiny-llama (default: %(default)s; give --device cuda --dtype bf16)")
     bench.add_argument("--stats-corpus", help="(rome, mend) key-statistics texts, one per line")
     bench.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     bench.add_argument("--json", action="store_true")
@@ -270,7 +290,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A termination signal ends it as Ctrl-C does: a run over many cases keeps
     what it finished and says how to resume (exit status 130)."""
-    from workbench.evaluation.journal import RunInterrupted
+    from workbench.core.journal import RunInterrupted
     from workbench.model.loading import ModelLoadError
 
     args = parser().parse_args(argv)

@@ -132,8 +132,14 @@ def cmd_mend_train(args) -> int:
         print(f"a MEND editor for this model and these hyperparameters is already at {existing}")
         return 0
     directory = Path(args.out) if args.out else default_checkpoint_dir(model, hparams, fingerprint)
-    network, report = train_mend(model, facts, hparams)
+    checkpoint = directory.with_name(directory.name + ".training.pt")
+    if checkpoint.exists() and not (args.resume or args.force):
+        raise FileExistsError(f"{checkpoint} holds an interrupted training of this editor; pass --resume to "
+                              "continue it or --force to start over")
+    network, report = train_mend(model, facts, hparams, checkpoint=checkpoint, resume=args.resume,
+                                 identity={"model_fingerprint": fingerprint, "hparams": dataclasses.asdict(hparams)})
     save_mend(network, hparams, fingerprint, report, directory)
+    checkpoint.unlink(missing_ok=True)
     last_nll, last_kl = report["nll_kl_every_50_steps"][-1]
     print(f"MEND editor trained in {report['train_seconds']} s ({report['edits_seen']} edits; last 50 steps: "
           f"paraphrase NLL {last_nll:.3f}, locality KL {last_kl:.4f}) -> {directory}")
@@ -157,3 +163,18 @@ def cmd_bench_rome(args) -> int:
                         f"{result['key_stats_tokens']} tokens {result['key_statistics_s']:.2f} s (once per layer, "
                         f"then cached); median edit {result['median_edit_s']:.2f} s and median evaluation "
                         f"{result['median_eval_s']:.2f} s over {result['n_edits']} edits")
+
+
+def cmd_bench_workers(args) -> int:
+    from workbench.app.workers_bench import bench_workers
+
+    handle = open_model_of(args)
+    cases = load_edit_cases(args.cases, handle.world)[: args.n]
+    result = bench_workers(handle, cases, MethodSpec(args.method, args.method, None, hparams=args.hparams),
+                           args.workers, args.ray_address)
+    workers = args.workers
+    return print_result(args, result, (
+        f"{result['method']} on {result['n_cases']} cases ({result['cpus']} CPUs, {result['cpu']}): 1 worker "
+        f"{result['workers_1_s']:.1f} s, {workers} workers {result[f'workers_{workers}_s']:.1f} s (of which starting "
+        f"{result['workers_1_ready_s']:.1f} s and {result[f'workers_{workers}_ready_s']:.1f} s): speedup "
+        f"{result[f'speedup_{workers}_vs_1']:.2f}x; metrics agree to {result['max_metric_difference']:.1e}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from workbench.app.runs import RunOptions
+from workbench.core.journal import journal_path
 from workbench.model.handle import ModelHandle, open_model
 from workbench.model.loading import DTYPES
 
@@ -30,8 +31,9 @@ def open_model_of(args) -> ModelHandle:
     return open_model(args.model, device=args.device, dtype=args.dtype)
 
 
-def run_options(args) -> RunOptions:
-    return RunOptions(args.out, args.resume, args.force, args.workers, args.ray_address)
+def run_options(args, out_is_file: bool = False) -> RunOptions:
+    """The run options of a command whose ``--out`` is its output directory (or file)."""
+    return RunOptions(journal_path(args.out, out_is_file), args.resume, args.force, args.workers, args.ray_address)
 
 
 def count(text: str) -> int:

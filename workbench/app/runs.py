@@ -1,10 +1,14 @@
-"""Runs of editing methods over edit cases (``eval``, ``compare``): kept on disk as they go, done
-in this process or sharded over Ray workers.
+"""Runs over many items, kept on disk as they go and done in this process or sharded over Ray
+workers: editing methods over edit cases (``eval``, ``compare``), traces of many facts (``trace
+average``) and layer sweeps (``locate --sweep``).
 
-A run is a list of ``MethodSpec`` over the same cases. Its settings (``run_settings``: the
-command, the model's fingerprint, the cases' digest, each method with its resolved
-hyperparameters, the MEND checkpoint, the statistics corpus, the dtype and the fluency length)
-head its journal (``evaluation.journal``), so ``--resume`` continues only the run that wrote it.
+A run is a job (``EditJob``, ``TraceJob``, ``SweepJob``: the model to load and how to turn one item into its
+rows) over a list of items. Its settings (what decides its results: the command, the model's
+fingerprint and dtype, the items' digest, the methods with their resolved hyperparameters, the
+trace's configuration and seed, or the sweep's method and layers) head its journal
+(``core.journal``), so ``--resume`` continues only the run that wrote it. ``run_job`` runs a job
+in this process or, with ``workers`` or a Ray address, over Ray workers (``app.workers``); both
+give the same rows.
 """
 
 from __future__ import annotations
@@ -12,25 +16,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from workbench.app.workers import WorkerPlan, sharded_rows
+import torch
+
+from workbench.app.workers import sharded_rows
 from workbench.core.cases import EditCase
+from workbench.core.journal import CaseJournal, run_items
 from workbench.editing.editor import Editor
 from workbench.evaluation.compare import MethodSpec, compared_results, spec_editors, spec_edits
-from workbench.evaluation.journal import CaseJournal
-from workbench.evaluation.runner import case_rows, run_cases
+from workbench.evaluation.runner import case_rows
+from workbench.evaluation.sweep import sweep_item_rows
 from workbench.model.handle import ModelHandle
 from workbench.model.loading import dtype_name
+from workbench.tracing.average import fact_seed
+from workbench.tracing.trace import TraceConfig, trace_fact
 
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How a run is carried out: its output directory, ``resume`` or ``overwrite`` an interrupted
-    run there, how many Ray ``workers`` (1: this process) and the Ray cluster ``address``."""
+    """How a run is carried out: its ``journal`` file (``core.journal.journal_path``), ``resume`` or
+    ``overwrite`` an interrupted run there, how many Ray ``workers`` (1: this process) and the Ray
+    cluster ``address``."""
 
-    out: str | Path
+    journal: str | Path
     resume: bool = False
     overwrite: bool = False
     workers: int = 1
@@ -41,42 +51,101 @@ class RunOptions:
         return self.workers > 1 or self.address is not None
 
 
-def cases_digest(cases: Sequence[EditCase]) -> str:
-    """SHA-256 (first 16 hex digits) of the cases, every field and probe, in order."""
-    text = json.dumps([dataclasses.asdict(case) for case in cases], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@dataclasses.dataclass(frozen=True)
+class EditJob:
+    """Edit cases with every method spec, each case measured once before (``runner.case_rows``):
+    rows ``{spec label: record}``."""
+
+    model: str
+    device: str
+    dtype: str
+    specs: tuple[MethodSpec, ...]
+    checkpoint: str | None
+    stats_corpus: str | None
+    fluency_tokens: int
+
+    def prepare(self, handle: ModelHandle) -> Callable[[EditCase], dict]:
+        edits = spec_edits(self.specs, spec_editors(handle, self.specs, self.checkpoint, self.stats_corpus))
+        return lambda case: case_rows(handle.bridge, case, edits, self.fluency_tokens)
 
 
-def run_settings(command: str, handle: ModelHandle, cases: Sequence[EditCase], specs: Sequence[MethodSpec],
-                 editors: dict[str, Editor], checkpoint, stats_corpus, fluency_tokens: int) -> dict:
-    """What decides a run's results (see the module docstring)."""
-    return {"command": command, "model_fingerprint": handle.fingerprint(), "cases": cases_digest(cases),
-            "n_cases": len(cases), "dtype": dtype_name(handle.bridge.cfg.dtype),
-            "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
-                         "hparams": dataclasses.asdict(editors[spec.label].hparams)} for spec in specs],
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "stats_corpus": str(stats_corpus) if stats_corpus else None, "fluency_tokens": fluency_tokens}
+@dataclasses.dataclass(frozen=True)
+class TraceJob:
+    """Trace facts (``(index, fact dict)``) with ``config``, as ``average.average_trace`` does (fact
+    ``index`` with the noise of ``fact_seed(seed, index)``): rows ``{"trace": TraceResult.to_dict()}``."""
+
+    model: str
+    device: str
+    dtype: str
+    config: TraceConfig
+    seed: int
+
+    def prepare(self, handle: ModelHandle) -> Callable[[tuple[int, dict]], dict]:
+        def rows_of(item: tuple[int, dict]) -> dict:
+            index, fact = item
+            generator = torch.Generator().manual_seed(fact_seed(self.seed, index))
+            traced = trace_fact(handle.bridge, fact["prompt"], fact["subject"], fact["answer"], self.config, generator)
+            return {"trace": traced.to_dict()}
+        return rows_of
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepJob:
+    """Edit ``(layer, case)`` items with ``method`` at the item's layer (``sweep.sweep_item_rows``)."""
+
+    model: str
+    device: str
+    dtype: str
+    method: str
+    hparams: str | None
+    stats_corpus: str | None
+
+    def prepare(self, handle: ModelHandle) -> Callable[[tuple[int, EditCase]], dict]:
+        editor = Editor.for_model(handle, self.method, self.hparams, stats_corpus=self.stats_corpus)
+        return lambda item: sweep_item_rows(handle.bridge, editor, item)
+
+
+def model_of(handle: ModelHandle) -> dict:
+    """A job's ``model``, ``device`` and ``dtype`` fields for the handle's model."""
+    return {"model": str(handle.source.location), "device": str(handle.bridge.cfg.device),
+            "dtype": dtype_name(handle.bridge.cfg.dtype)}
+
+
+def digest(items: Sequence) -> str:
+    """SHA-256 (first 16 hex digits) of the items (dataclasses or JSON values), in order."""
+    plain = [dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item for item in items]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_job(job, handle: ModelHandle, items: Sequence, settings: dict, options: RunOptions,
+            description: str, progress=True) -> tuple[list[dict], CaseJournal]:
+    """Every item's rows, in item order, with the run's journal at ``options.journal`` (the caller
+    closes it once the result files are written). ``settings`` gain the model's fingerprint, its
+    dtype and the items' digest. Refused before any work: a journal there without ``resume``, or
+    one with other settings."""
+    settings = {**settings, "model_fingerprint": handle.fingerprint(), "dtype": job.dtype,
+                "items": digest(items), "n_items": len(items)}
+    journal = CaseJournal(options.journal, settings, resume=options.resume, overwrite=options.overwrite)
+    if options.sharded:
+        rows = sharded_rows(items, job, journal, options.workers, options.address, progress, description)
+    else:
+        rows = run_items(items, job.prepare(handle), progress, description, journal)
+    return rows, journal
 
 
 def run_specs(command: str, handle: ModelHandle, cases: Sequence[EditCase], specs: Sequence[MethodSpec],
               options: RunOptions, checkpoint=None, stats_corpus=None, fluency_tokens: int = 0,
               progress=True) -> tuple[dict[str, tuple[dict, list[dict]]], CaseJournal]:
-    """Every spec over ``cases``, as ``compare.compare_methods`` gives it, with the run's journal in
-    ``options.out`` (the caller closes it once the result files are written). Refused before any
-    edit: a journal there without ``resume``, or one with other settings."""
+    """Every spec over ``cases``, as ``compare.compare_methods`` gives it, through ``run_job``."""
     if not cases:
         raise ValueError("there are no edit cases to evaluate")
     editors = spec_editors(handle, specs, checkpoint, stats_corpus)
-    settings = run_settings(command, handle, cases, specs, editors, checkpoint, stats_corpus, fluency_tokens)
-    journal = CaseJournal(options.out, settings, resume=options.resume, overwrite=options.overwrite)
-    description = f"{command}: {', '.join(spec.label for spec in specs)}"
-    if options.sharded:
-        plan = WorkerPlan(str(handle.source.location), str(handle.bridge.cfg.device), settings["dtype"],
-                          tuple(specs), str(checkpoint) if checkpoint else None,
-                          str(stats_corpus) if stats_corpus else None, fluency_tokens)
-        rows = sharded_rows(cases, plan, journal, options.workers, options.address, progress, description)
-    else:
-        computes = spec_edits(specs, editors)
-        rows = run_cases(cases, lambda case: case_rows(handle.bridge, case, computes, fluency_tokens),
-                         progress, description, journal)
+    job = EditJob(**model_of(handle), specs=tuple(specs), checkpoint=str(checkpoint) if checkpoint else None,
+                  stats_corpus=str(stats_corpus) if stats_corpus else None, fluency_tokens=fluency_tokens)
+    settings = {"command": command, "fluency_tokens": fluency_tokens, "checkpoint": job.checkpoint,
+                "stats_corpus": job.stats_corpus,
+                "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
+                             "hparams": dataclasses.asdict(editors[spec.label].hparams)} for spec in specs]}
+    rows, journal = run_job(job, handle, cases, settings, options, f"{command}: "
+                            + ", ".join(spec.label for spec in specs), progress)
     return compared_results(rows, specs, editors, handle.bridge.cfg.n_layers, cases[0].source), journal

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
-from workbench.app.options import open_model_of
+from workbench.app.options import open_model_of, run_options
 from workbench.app.output import print_result
+from workbench.app.runs import RunOptions, SweepJob, TraceJob, model_of, run_job
 from workbench.app.trace_bench import bench_tracing
 from workbench.core.io import refuse_existing, write_json
 from workbench.core.plotting import figure_paths
 from workbench.model.handle import ModelHandle
-from workbench.tracing.average import average_trace
+from workbench.tracing.average import average_of, average_trace, known_facts_to_trace
 from workbench.tracing.cases import load_facts
 from workbench.tracing.locator import locate_from_effects, locate_from_trace
 from workbench.tracing.plots import plot_average, plot_trace
-from workbench.tracing.trace import TraceConfig, trace_fact
+from workbench.tracing.trace import TraceConfig, TraceResult, trace_fact
 from workbench.world import export_edit_cases
 
 
@@ -70,15 +72,21 @@ def cmd_trace_average(args) -> int:
         raise ValueError("workbench trace average needs --out FILE")
     refuse_existing_outputs(args)
     handle = open_model_of(args)
-    bridge = handle.bridge
-    average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, _trace_config(args),
-                            torch.Generator().manual_seed(args.seed))
+    bridge, config = handle.bridge, _trace_config(args)
+    facts = load_facts(args.cases, handle.world)
+    chosen = known_facts_to_trace(bridge, facts, args.n)
+    job = TraceJob(**model_of(handle), config=config, seed=args.seed)
+    settings = {"command": "trace average", "config": dataclasses.asdict(config), "seed": args.seed}
+    rows, journal = run_job(job, handle, list(enumerate(chosen)), settings, run_options(args, out_is_file=True),
+                            "tracing facts")
+    average = average_of([TraceResult.from_dict(row["trace"], config) for row in rows], len(facts), config)
     payload = average.to_dict()
     if "mlp" in average.effects:
         payload["location"] = locate_from_effects(bridge, average.effects["mlp"]).to_dict()
     write_json(args.out, payload, args.force)
     if args.plot:
         plot_average(average, args.plot, args.force)
+    journal.close()
     print(f"averaged {average.n_facts} known facts (of {average.n_candidates}) into {args.out}")
     if "location" in payload:
         print(f"locator: layer {payload['location']['layer']}"
@@ -89,12 +97,12 @@ def cmd_trace_average(args) -> int:
 def _location_by_trace(args, handle: ModelHandle):
     bridge = handle.bridge
     config = TraceConfig(samples=args.samples, kinds=("mlp",))
-    generator = torch.Generator().manual_seed(args.seed)
     if args.prompt or args.subject:
         if not (args.prompt and args.subject):
             raise ValueError("give both --prompt and --subject, or --cases")
-        return locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config, generator))
-    average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, config, generator)
+        return locate_from_trace(bridge, trace_fact(bridge, args.prompt, args.subject, None, config,
+                                                    torch.Generator().manual_seed(args.seed)))
+    average = average_trace(bridge, load_facts(args.cases, handle.world), args.n, config, args.seed)
     return locate_from_effects(bridge, average.effects["mlp"])
 
 
@@ -109,27 +117,40 @@ def _sweep_layers(text: str | None, n_layers: int) -> list[int]:
 
 def _location_by_sweep(args, handle: ModelHandle) -> dict:
     from workbench.editing.editor import Editor
-    from workbench.evaluation.sweep import best_layer, layer_sweep, plot_layer_sweep
+    from workbench.evaluation.sweep import best_layer, check_sweep_cases, plot_layer_sweep, sweep_items, sweep_rows
     from workbench.world.cases import load_edit_cases
 
+    if args.resume and not args.out:
+        raise ValueError("--resume continues the sweep whose --out file it names: give --out")
     cases = load_edit_cases(args.cases, handle.world)[: args.sweep_cases]
+    check_sweep_cases(handle.bridge, cases)
+    layers = _sweep_layers(args.layers, handle.bridge.cfg.n_layers)
     editor = Editor.for_model(handle, args.method, args.hparams, stats_corpus=args.stats_corpus)
-    rows = layer_sweep(handle.bridge, cases, editor, _sweep_layers(args.layers, handle.bridge.cfg.n_layers))
+    job = SweepJob(**model_of(handle), method=args.method, hparams=args.hparams, stats_corpus=args.stats_corpus)
+    settings = {"command": "locate --sweep", "method": args.method, "layers": layers,
+                "hparams": dataclasses.asdict(editor.hparams), "stats_corpus": args.stats_corpus}
+    options = run_options(args, out_is_file=True) if args.out else RunOptions(None, workers=args.workers,
+                                                                               address=args.ray_address)
+    item_rows, journal = run_job(job, handle, sweep_items(cases, layers), settings, options,
+                                 f"{args.method} layer sweep")
+    rows = sweep_rows(layers, len(cases), item_rows, cases[0].source)
     if args.plot:
         plot_layer_sweep(rows, args.plot, f"{args.method.upper()} layer sweep, {len(cases)} cases per layer",
                          args.force)
-    return {"method": args.method, "n_cases": len(cases), "best_layer": best_layer(rows), "layers": rows}
+    return {"method": args.method, "n_cases": len(cases), "best_layer": best_layer(rows), "layers": rows}, journal
 
 
 def cmd_locate(args) -> int:
     refuse_existing_outputs(args)
     handle = open_model_of(args)
     location = _location_by_trace(args, handle)
-    payload = location.to_dict()
+    payload, journal = location.to_dict(), None
     if args.sweep:
-        payload["sweep"] = _location_by_sweep(args, handle)
+        payload["sweep"], journal = _location_by_sweep(args, handle)
     if args.out:
         write_json(args.out, payload, args.force)
+    if journal is not None:
+        journal.close()
     if args.json:
         print(json.dumps(payload, indent=1))
         return 0
@@ -175,3 +196,25 @@ def add_trace_options(command) -> None:
     command.add_argument("--kinds", default="resid,mlp,attn")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def cmd_bench_scale(args) -> int:
+    from workbench.app.scale_bench import bench_scale
+    from workbench.model.presets import preset
+    from workbench.world import build_world
+    from workbench.world.cases import load_edit_cases
+
+    world = build_world(preset("default").world)
+    cases = load_edit_cases(None, world)[: args.n]
+    result = bench_scale([size.strip() for size in args.sizes.split(",")], cases, world, args.device, args.dtype,
+                         args.repeats)
+    lines = [f"{result['accelerator']} ({result['device']}), {result['dtype']}, random weights:"]
+    for size, row in result["sizes"].items():
+        trace = row["trace"]
+        lines.append(
+            f"  {size} ({row['parameters'] / 1e6:.0f}M parameters): {row['prompt_tokens']}-token trace, residual "
+            f"grid {trace['batched_resid_grid_s']:.2f} s vs transformer_lens.patching "
+            f"{trace['patching_resid_grid_s']:.2f} s ({trace['speedup_vs_patching']:.1f}x); key statistics over "
+            f"100,000 tokens {row['key_statistics_s']:.1f} s; ROME edit {row['rome_edit_s']:.2f} s; MEND edit "
+            f"{row['mend_edit_s']:.3f} s; {row['eval_cases_per_s']:.2f} cases/s evaluated")
+    return print_result(args, result, "\n".join(lines))

@@ -1,16 +1,17 @@
-"""Edit cases sharded over Ray workers: each loads the model once and takes shards of cases.
+"""Work over many items (edit cases, facts to trace) sharded over Ray workers: each loads the
+model once and takes shards of items.
 
-``sharded_rows`` starts ``workers`` Ray actors (``CaseWorker``) on this machine, or joins the
-Ray cluster at ``address``. Each actor opens the model once (one GPU each when the device is a
-GPU; otherwise an equal share of the CPUs, as torch threads), builds the run's editors as the
-driver does (``app.runs.spec_editors``) and answers shards of case indices with
-``runner.case_rows``. The driver keeps every case's rows in the run's journal as they arrive, so
-the result is the single-process run's (cases in their order, aggregated the same way; float
-results may differ in the last bits where thread counts differ) and an interrupted sharded run
-resumes like any other.
+``sharded_rows`` starts ``workers`` Ray actors (``WorkbenchWorker``) on this machine, or joins the Ray
+cluster at ``address``. Each actor opens the job's model once (one GPU each when the device is a
+GPU; otherwise an equal share of the CPUs, as torch threads) and answers shards of items with the
+function the job prepares from it (``app.runs``: ``EditJob``, ``TraceJob``), the function the
+driver uses when it works alone. The driver keeps every item's rows in the run's journal as they
+arrive, so the result is the single-process run's (items in their order, aggregated the same way;
+float results may differ in the last bits where thread counts differ) and an interrupted sharded
+run resumes like any other.
 
 A worker that dies (its process killed, its node lost) is replaced by a new one and its shard is
-done again; the journal records each case once, so nothing is counted twice. After
+done again; the journal records each item once, so nothing is counted twice. After
 ``MAX_WORKER_LOSSES`` lost workers the run stops with an error. An error raised by the evaluation
 itself (a bad case, a method's refusal) stops the run with that error.
 
@@ -23,15 +24,13 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
-from workbench.core.cases import EditCase
+from workbench.core.journal import CaseJournal, RunInterrupted
 from workbench.core.progress import Progress
-from workbench.evaluation.compare import MethodSpec
-from workbench.evaluation.journal import CaseJournal, RunInterrupted
 
 MAX_WORKER_LOSSES = 3
 SHARDS_PER_WORKER = 4  # shards per worker: small enough to balance, large enough to amortise a call
@@ -47,42 +46,32 @@ def require_ray():
     return ray
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """What a worker needs to rebuild the driver's run: the resolved model (a directory or a hub
-    name), where and in what dtype to load it, the method specs with the run's MEND checkpoint and
-    statistics corpus, and the fluency generation length."""
+class Job(Protocol):
+    """What a worker does: load ``model`` (a directory or a hub name) on ``device`` in ``dtype``,
+    then answer items with the function ``prepare`` makes from the model's handle."""
 
     model: str
     device: str
     dtype: str
-    specs: tuple[MethodSpec, ...]
-    checkpoint: str | None
-    stats_corpus: str | None
-    fluency_tokens: int
+
+    def prepare(self, handle) -> Callable[[object], dict]: ...
 
 
-class CaseWorker:
-    """The body of one Ray actor: the model and editors of ``plan``, loaded once."""
+class WorkbenchWorker:
+    """The body of one Ray actor: the model of ``job``, loaded once, and the job's function."""
 
-    def __init__(self, plan: WorkerPlan, threads: int):
+    def __init__(self, job: Job, threads: int):
         import torch
 
-        from workbench.evaluation.compare import spec_editors, spec_edits
         from workbench.model.handle import open_model
 
         torch.set_num_threads(threads)
-        self.handle = open_model(plan.model, device=plan.device, dtype=plan.dtype, progress=False)
-        editors = spec_editors(self.handle, plan.specs, plan.checkpoint, plan.stats_corpus)
-        self.computes = spec_edits(plan.specs, editors)
-        self.fluency_tokens = plan.fluency_tokens
+        device = "cuda" if job.device.startswith("cuda") else job.device  # Ray shows each actor its own GPU
+        self.rows_of = job.prepare(open_model(job.model, device=device, dtype=job.dtype, progress=False))
 
-    def rows(self, shard: list[tuple[int, EditCase]]) -> list[tuple[int, dict]]:
-        """Every case of ``shard`` (index, case) as ``runner.case_rows`` gives it."""
-        from workbench.evaluation.runner import case_rows
-
-        return [(index, case_rows(self.handle.bridge, case, self.computes, self.fluency_tokens))
-                for index, case in shard]
+    def rows(self, shard: list[tuple[int, object]]) -> list[tuple[int, dict]]:
+        """``(index, rows)`` of every ``(index, item)`` of ``shard``."""
+        return [(index, self.rows_of(item)) for index, item in shard]
 
     def pid(self) -> int:
         return os.getpid()
@@ -105,46 +94,46 @@ def start_ray(ray, address: str | None) -> bool:
     return True
 
 
-def sharded_rows(cases: Sequence[EditCase], plan: WorkerPlan, journal: CaseJournal, workers: int,
-                 address: str | None = None, progress: Progress = True,
-                 description: str = "evaluating edits") -> list[dict[str, dict]]:
-    """``runner.run_cases``' result with the cases shared among ``workers`` Ray actors (see the
-    module docstring); cases ``journal`` already holds are not done again."""
+def sharded_rows(items: Sequence, job: Job, journal: CaseJournal, workers: int, address: str | None = None,
+                 progress: Progress = True, description: str = "evaluating edits") -> list[dict]:
+    """``runner.run_items(items, job.prepare(handle), ...)``'s result with the items shared among
+    ``workers`` Ray actors (see the module docstring); items ``journal`` already holds are not done
+    again."""
     ray = require_ray()
     started = start_ray(ray, address)
     try:
-        return _run_shards(ray, cases, plan, journal, workers, progress, description)
+        return _run_shards(ray, items, job, journal, workers, progress, description)
     except KeyboardInterrupt:
-        raise RunInterrupted(journal.interrupted_message(len(cases))) from None
+        raise RunInterrupted(journal.interrupted_message(len(items))) from None
     finally:
         if started:
             ray.shutdown()
 
 
-def _actor_options(ray, plan: WorkerPlan, workers: int) -> tuple[dict, int]:
+def _actor_options(ray, job: Job, workers: int) -> tuple[dict, int]:
     """Ray options of one actor and its torch thread count."""
-    if plan.device.startswith("cuda"):
+    if job.device.startswith("cuda"):
         return {"num_gpus": 1, "num_cpus": 1}, 1
     cpus = int(ray.available_resources().get("CPU", os.cpu_count() or 1))
     share = max(1, cpus // workers)
     return {"num_cpus": share}, share
 
 
-def _run_shards(ray, cases, plan, journal, workers, progress, description):
-    options, threads = _actor_options(ray, plan, workers)
-    actor_class = ray.remote(**options)(CaseWorker)
-    pending = deque(shards_of([i for i in range(len(cases)) if i not in journal.done], workers))
-    actors = [actor_class.remote(plan, threads) for _ in range(min(workers, len(pending)))]
+def _run_shards(ray, items, job, journal, workers, progress, description):
+    options, threads = _actor_options(ray, job, workers)
+    actor_class = ray.remote(**options)(WorkbenchWorker)
+    pending = deque(shards_of([i for i in range(len(items)) if i not in journal.done], workers))
+    actors = [actor_class.remote(job, threads) for _ in range(min(workers, len(pending)))]
     try:
         ray.get([actor.pid.remote() for actor in actors])
     except ray.exceptions.RayActorError as error:
-        raise RuntimeError(f"a Ray worker could not load the model and its editors: {error}") from None
+        raise RuntimeError(f"a Ray worker could not load the model or prepare its work: {error}") from None
     idle, in_flight, losses = list(range(len(actors))), {}, 0
-    report = _reporter(progress, description, len(cases), len(journal.done))
+    report = _reporter(progress, description, len(items), len(journal.done))
     while pending or in_flight:
         while idle and pending:
             slot, shard = idle.pop(), pending.popleft()
-            in_flight[actors[slot].rows.remote([(i, cases[i]) for i in shard])] = (slot, shard)
+            in_flight[actors[slot].rows.remote([(i, items[i]) for i in shard])] = (slot, shard)
         [ready], _ = ray.wait(list(in_flight), num_returns=1)
         slot, shard = in_flight.pop(ready)
         try:
@@ -153,9 +142,9 @@ def _run_shards(ray, cases, plan, journal, workers, progress, description):
             losses += 1
             if losses > MAX_WORKER_LOSSES:
                 raise RuntimeError(f"{losses} Ray workers were lost; the last: {error}") from error
-            print(f"workbench: a Ray worker was lost; its shard of {len(shard)} cases is done again by a new one",
+            print(f"workbench: a Ray worker was lost; its shard of {len(shard)} is done again by a new one",
                   file=sys.stderr)
-            actors[slot] = actor_class.remote(plan, threads)
+            actors[slot] = actor_class.remote(job, threads)
             pending.appendleft(shard)
         except ray.exceptions.RayTaskError as error:
             raise error.as_instanceof_cause() from None
@@ -165,11 +154,11 @@ def _run_shards(ray, cases, plan, journal, workers, progress, description):
             report(len(journal.done))
         idle.append(slot)
     report(None)
-    return [journal.done[index] for index in range(len(cases))]
+    return [journal.done[index] for index in range(len(items))]
 
 
 def _reporter(progress: Progress, description: str, total: int, done: int):
-    """A function of the number of cases done (None: finished) that reports as ``progress`` asks."""
+    """A function of the number of items done (None: finished) that reports as ``progress`` asks."""
     if callable(progress):
         progress(description, done, total)
         return lambda count: None if count is None else progress(description, count, total)

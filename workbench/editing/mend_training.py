@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest, delta_hooks
+from workbench.core.journal import RunInterrupted
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
 from workbench.editing.target_loss import target_batch
@@ -156,10 +159,59 @@ def validation_loss(model, network: MendNetwork, sites, examples: Sequence[Train
     return total / len(examples)
 
 
-def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
-               progress: bool = True) -> tuple[MendNetwork, dict]:
+@dataclass
+class TrainingState:
+    """Where a MEND training run stands after ``step`` steps: the network and optimiser states, the
+    best validation so far ``(loss, step, network state)``, the losses and the seconds spent."""
+
+    step: int
+    network: dict
+    optimizer: dict
+    best: tuple
+    history: list
+    validations: list
+    seconds: float
+
+
+def save_training_state(path: Path, state: TrainingState, identity: dict) -> None:
+    """``state`` and what it belongs to (``identity``: the model's fingerprint, the hyperparameters),
+    written atomically to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.writing")
+    torch.save({"identity": identity, "state": asdict(state)}, staging)
+    os.replace(staging, path)
+
+
+def load_training_state(path: Path, identity: dict) -> TrainingState:
+    """The state ``save_training_state`` wrote to ``path``; missing, unreadable or belonging to
+    another model or other hyperparameters, a clear error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"there is no interrupted MEND training to resume: {path} does not exist")
+    try:
+        saved = torch.load(path, weights_only=False)
+        state = TrainingState(**saved["state"])
+    except Exception as error:  # noqa: BLE001 - any unreadable file: one clear error naming it
+        raise ValueError(f"{path} is not a readable MEND training checkpoint ({type(error).__name__}: {error}); "
+                         "start over with --force") from None
+    differing = sorted(key for key in identity if saved["identity"].get(key) != identity[key])
+    if differing:
+        raise ValueError(f"the MEND training checkpoint {path} belongs to another run ({', '.join(differing)} "
+                         "differ); resume with the same model and hyperparameters, or start over with --force")
+    return state
+
+
+def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams, progress: bool = True,
+               checkpoint: Path | None = None, resume: bool = False, identity: dict | None = None
+               ) -> tuple[MendNetwork, dict]:
     """A MEND editor for ``model`` trained on ``facts`` (a world's train split or train records),
-    the one of the lowest validation loss, and its training report."""
+    the one of the lowest validation loss, and its training report.
+
+    ``checkpoint``: a file where the training state is saved at every validation (atomically), so
+    that an interrupted training continues from there with ``resume`` (``identity`` says whose
+    state it is: the model's fingerprint and the hyperparameters; a mismatch is refused). The
+    resumed run replays the training stream to the saved step, so it ends with the editor of an
+    uninterrupted run on the same device and thread count. Ctrl-C raises ``RunInterrupted``
+    naming the checkpoint."""
     started = time.perf_counter()
     sites = edited_sites(model, hparams)
     network = new_network(model, hparams)
@@ -167,41 +219,59 @@ def train_mend(model, facts: World | Sequence[EditCase], hparams: MendHparams,
     optimizer = torch.optim.Adam([{"params": others},
                                   {"params": [network.log_step_size], "lr": hparams.step_size_lr}], lr=hparams.lr)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    stream = training_edits(facts, hparams.seed)
+    identity = identity or {}
+    state = TrainingState(0, {}, {}, (float("inf"), 0, copy.deepcopy(network.state_dict())), [], [], 0.0)
+    if resume:
+        state = load_training_state(checkpoint, identity)
+        network.load_state_dict(state.network)
+        optimizer.load_state_dict(state.optimizer)
+    stream = itertools.islice(training_edits(facts, hparams.seed), state.step * hparams.batch_size, None)
     validation = list(itertools.islice(training_edits(facts, hparams.seed + 1, "validation"),
                                        hparams.validation_edits))
-    history, validations = [], []
-    best = (float("inf"), 0, copy.deepcopy(network.state_dict()))
-    bar = tqdm(range(1, hparams.train_steps + 1), desc="training the MEND editor", disable=not progress)
-    with frozen_weights(model):
-        for step in bar:
-            loss, nll, kl = batch_loss(model, network, sites, [next(stream) for _ in range(hparams.batch_size)],
-                                       hparams, observe=True)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
-            for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
-                parameter.grad = grad
-            if hparams.grad_clip:
-                torch.nn.utils.clip_grad_norm_(parameters, hparams.grad_clip)
-            optimizer.step()
-            history.append((nll, kl))
-            bar.set_postfix(nll=f"{nll:.3f}", kl=f"{kl:.4f}")
-            if step % hparams.validation_every == 0 or step == hparams.train_steps:
-                validations.append((step, round(validation_loss(model, network, sites, validation, hparams), 4)))
-                if validations[-1][1] < best[0]:
-                    best = (validations[-1][1], step, copy.deepcopy(network.state_dict()))
-    network.load_state_dict(best[2])
+    bar = tqdm(range(state.step + 1, hparams.train_steps + 1), desc="training the MEND editor",
+               disable=not progress)
+    try:
+        with frozen_weights(model):
+            for step in bar:
+                loss, nll, kl = batch_loss(model, network, sites, [next(stream) for _ in range(hparams.batch_size)],
+                                           hparams, observe=True)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"MEND training loss became {loss.item()} at step {step}")
+                for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters, allow_unused=True)):
+                    parameter.grad = grad
+                if hparams.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters, hparams.grad_clip)
+                optimizer.step()
+                state.history.append((nll, kl))
+                bar.set_postfix(nll=f"{nll:.3f}", kl=f"{kl:.4f}")
+                if step % hparams.validation_every == 0 or step == hparams.train_steps:
+                    state.validations.append((step, round(validation_loss(model, network, sites, validation,
+                                                                          hparams), 4)))
+                    if state.validations[-1][1] < state.best[0]:
+                        state.best = (state.validations[-1][1], step, copy.deepcopy(network.state_dict()))
+                    if checkpoint is not None:
+                        state.step, state.network, state.optimizer = step, network.state_dict(), optimizer.state_dict()
+                        state.seconds += time.perf_counter() - started
+                        started = time.perf_counter()
+                        save_training_state(checkpoint, state, identity)
+    except KeyboardInterrupt:
+        where = (f"the state of step {state.step} is saved in {checkpoint}; run the same command with --resume "
+                 "to continue" if checkpoint is not None and state.step else "nothing was saved")
+        raise RunInterrupted(f"MEND training interrupted: {where}") from None
+    network.load_state_dict(state.best[2])
     network.eval()
 
     def window_means(rows):
         return [[round(sum(r[i] for r in rows) / len(rows), 4) for i in range(2)]] if rows else []
 
+    history = state.history
     report = {
         "trained_on": "the world's train split" if isinstance(facts, World) else f"{len(facts)} train records",
-        "train_steps": hparams.train_steps, "train_seconds": round(time.perf_counter() - started, 1),
+        "train_steps": hparams.train_steps,
+        "train_seconds": round(state.seconds + time.perf_counter() - started, 1),
         "edits_seen": hparams.train_steps * hparams.batch_size,
         "nll_kl_every_50_steps": [m for i in range(0, len(history), 50) for m in window_means(history[i:i + 50])],
-        "validation_loss_by_step": validations, "kept_step": best[1],
+        "validation_loss_by_step": state.validations, "kept_step": state.best[1],
         "step_sizes": network.log_step_size.exp().tolist(),
     }
     return network, report

@@ -23,13 +23,13 @@ from matplotlib.figure import Figure
 from workbench.core.cases import EditCase
 from workbench.core.edit import Edit
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
+from workbench.core.journal import CaseJournal, run_items
 from workbench.core.plotting import plt, save_figure
 from workbench.core.progress import Progress
 from workbench.editing.editor import Editor
 from workbench.editing.registry import METHODS, tuned_hparams_file
-from workbench.evaluation.journal import CaseJournal
 from workbench.evaluation.metrics import FLUENCY_TOKENS
-from workbench.evaluation.runner import HEADLINE_METRICS, case_rows, format_metric, run_cases, summarize, write_results
+from workbench.evaluation.runner import HEADLINE_METRICS, case_rows, format_metric, summarize, write_results
 from workbench.model.handle import ModelHandle
 
 
@@ -91,7 +91,7 @@ def compare_methods(model, cases: Sequence[EditCase], specs: Sequence[MethodSpec
         raise ValueError("there are no edit cases to compare the methods on")
     editors = {spec.label: editor_for(spec) for spec in specs}
     computes = spec_edits(specs, editors)
-    rows = run_cases(cases, lambda case: case_rows(model, case, computes, fluency_tokens), progress,
+    rows = run_items(cases, lambda case: case_rows(model, case, computes, fluency_tokens), progress,
                      f"comparing {len(specs)} methods", journal)
     return compared_results(rows, specs, editors, model.cfg.n_layers, cases[0].source)
 

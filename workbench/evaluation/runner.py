@@ -15,8 +15,8 @@ from pathlib import Path
 from workbench.core.cases import EditCase
 from workbench.core.edit import Edit
 from workbench.core.io import json_safe, refuse_existing, write_json, write_text_atomic
-from workbench.core.progress import Progress, reported
-from workbench.evaluation.journal import CaseJournal, RunInterrupted
+from workbench.core.journal import CaseJournal, run_items
+from workbench.core.progress import Progress
 from workbench.evaluation.metrics import FLUENCY_TOKENS, case_metrics, measure, protocol_metrics
 from workbench.evaluation.protocol import protocol_scores
 
@@ -63,24 +63,6 @@ def case_rows(model, case: EditCase, computes: Mapping[str, Callable[[EditCase],
     return rows
 
 
-def run_cases(cases: Sequence[EditCase], rows_of: Callable[[EditCase], dict[str, dict]],
-              progress: Progress = True, description: str = "evaluating edits",
-              journal: CaseJournal | None = None) -> list[dict[str, dict]]:
-    """``rows_of(case)`` for every case in order (``case_rows`` on a model), each kept in
-    ``journal`` as soon as it is made; cases the journal already holds are not done again. Ctrl-C
-    or a termination signal raises ``RunInterrupted`` with the journal whole."""
-    journal = journal if journal is not None else CaseJournal.in_memory()
-    pending = [index for index in range(len(cases)) if index not in journal.done]
-    if len(pending) < len(cases):
-        description += f" ({len(cases) - len(pending)} done before)"
-    try:
-        for index in reported(pending, description, progress):
-            journal.record(index, rows_of(cases[index]))
-    except KeyboardInterrupt:
-        raise RunInterrupted(journal.interrupted_message(len(cases))) from None
-    return [journal.done[index] for index in range(len(cases))]
-
-
 def summarize(records: Sequence[dict], source: str = "") -> dict:
     """The aggregates of one method's per-case ``records`` (``case_rows``): every metric's mean,
     95% interval and count, the median edit time, ``layers_edited`` (the layers any edit changed),
@@ -108,7 +90,7 @@ def evaluate(model, cases: Sequence[EditCase], compute: Callable[[EditCase], Edi
     run's progress is kept as it goes (``journal.CaseJournal``; by default in memory only)."""
     if not cases:
         raise ValueError("there are no edit cases to evaluate")
-    rows = run_cases(cases, lambda case: case_rows(model, case, {"": compute}, fluency_tokens),
+    rows = run_items(cases, lambda case: case_rows(model, case, {"": compute}, fluency_tokens),
                      progress, description, journal)
     records = [row[""] for row in rows]
     return summarize(records, cases[0].source), records

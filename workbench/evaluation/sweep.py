@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.core.cases import EditCase
+from workbench.core.journal import CaseJournal, run_items
 from workbench.core.plotting import plt, save_figure
+from workbench.core.progress import Progress
 from workbench.editing.editor import Editor
-from workbench.evaluation.runner import evaluate, format_metric
+from workbench.evaluation.runner import case_rows, format_metric, summarize
 from workbench.model.tokens import require_fits_context
 
 SWEEP_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
@@ -30,24 +32,55 @@ def sweep_score(results: dict) -> float | None:
 
 
 def layer_sweep(model, cases: Sequence[EditCase], editor: Editor, layers: Sequence[int],
-                progress: bool = True) -> list[dict]:
+                progress: Progress = True, journal: CaseJournal | None = None) -> list[dict]:
     """One row per layer: every case edited at that layer by ``editor`` and evaluated through hooks.
     A layer the method refuses (a ``ValueError``, such as ROME's at a layer whose output cannot reach
     the prediction) gets a row with its ``refused`` reason and no metrics; a case with a prompt too
-    long for the model's context is refused before any layer (it is not the layer's doing)."""
+    long for the model's context is refused before any layer (it is not the layer's doing).
+    The work is one item per (layer, case) (``sweep_items``, ``sweep_item_rows``), kept in
+    ``journal`` as it goes (``core.journal``; by default in memory only)."""
+    check_sweep_cases(model, cases)
+    rows = run_items(sweep_items(cases, layers), lambda item: sweep_item_rows(model, editor, item), progress,
+                     f"{editor.name} layer sweep", journal)
+    return sweep_rows(layers, len(cases), rows, cases[0].source)
+
+
+def check_sweep_cases(model, cases: Sequence[EditCase]) -> None:
+    """Refuse, before any layer, no cases or a case whose prompts do not fit the model's context."""
+    if not cases:
+        raise ValueError("there are no edit cases to sweep the layers with")
     for case in cases:
         for prompt, answers in case.prompts_and_answers():
             require_fits_context(model, model.tokenizer, [prompt], answers)
+
+
+def sweep_items(cases: Sequence[EditCase], layers: Sequence[int]) -> list[tuple[int, EditCase]]:
+    """``(layer, case)`` for every layer, every case in order."""
+    return [(layer, case) for layer in layers for case in cases]
+
+
+def sweep_item_rows(model, editor: Editor, item: tuple[int, EditCase]) -> dict:
+    """``{"edit": record}`` of the case edited at the layer (``runner.case_rows``, without fluency),
+    or ``{"refused": reason}`` when the method refuses that layer."""
+    layer, case = item
+    try:
+        return case_rows(model, case, {"edit": lambda c: editor.edit_case(c, layer)}, fluency_tokens=0)
+    except ValueError as error:
+        return {"refused": str(error)}
+
+
+def sweep_rows(layers: Sequence[int], n_cases: int, item_rows: Sequence[dict], source: str = "") -> list[dict]:
+    """The rows of ``layer_sweep`` from every item's rows (``sweep_item_rows``, in ``sweep_items``' order)."""
     rows = []
-    for layer in layers:
-        try:
-            results, _ = evaluate(model, cases, lambda case, layer=layer: editor.edit_case(case, layer),
-                                  progress=progress, description=f"{editor.name} at layer {layer}", fluency_tokens=0)
-        except ValueError as error:
+    for position, layer in enumerate(layers):
+        chunk = item_rows[position * n_cases:(position + 1) * n_cases]
+        refused = next((row["refused"] for row in chunk if "refused" in row), None)
+        if refused is not None:
             empty = {"mean": None, "ci95": None, "n": 0}
-            rows.append({"layer": layer, "n_cases": 0, "median_edit_seconds": None, "refused": str(error),
+            rows.append({"layer": layer, "n_cases": 0, "median_edit_seconds": None, "refused": refused,
                          **{name: empty for name in SWEEP_METRICS}, "score": None})
             continue
+        results = summarize([row["edit"] for row in chunk], source)
         rows.append({"layer": layer, "n_cases": results["n_cases"],
                      "median_edit_seconds": results["median_edit_seconds"],
                      **{name: results[name] for name in SWEEP_METRICS}, "score": sweep_score(results)})

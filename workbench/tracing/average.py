@@ -64,17 +64,35 @@ def average_traces(traces: Sequence[TraceResult]) -> tuple[dict[str, np.ndarray]
     return effects, counts[:, 0].astype(int).tolist()
 
 
+def fact_seed(seed: int, index: int) -> int:
+    """The noise seed of the ``index``-th traced fact of an average seeded with ``seed``: each fact's
+    noise has its own generator, so its trace does not depend on the facts traced before it."""
+    return seed * 1_000_003 + index
+
+
 def average_trace(model, facts: Sequence[dict], n: int = 100, config: TraceConfig | None = None,
-                  generator: torch.Generator | None = None, progress: Progress = True) -> AverageTrace:
-    """Trace the first ``n`` facts the model knows among ``facts`` and average them."""
+                  seed: int = 0, progress: Progress = True) -> AverageTrace:
+    """Trace the first ``n`` facts the model knows among ``facts`` (the ``index``-th with the noise
+    of ``fact_seed(seed, index)``) and average them."""
     config = config or TraceConfig()
-    generator = generator or torch.Generator().manual_seed(0)
+    chosen = known_facts_to_trace(model, facts, n)
+    traces = [trace_fact(model, fact["prompt"], fact["subject"], fact["answer"], config,
+                         torch.Generator().manual_seed(fact_seed(seed, index)))
+              for index, fact in reported(list(enumerate(chosen)), "tracing facts", progress)]
+    return average_of(traces, len(facts), config)
+
+
+def known_facts_to_trace(model, facts: Sequence[dict], n: int) -> list[dict]:
+    """The first ``n`` facts the model knows among ``facts``; none is a clear error."""
     chosen = known_facts(model, facts)[:n]
     if not chosen:
         raise ValueError("the model knows none of the given facts: nothing to trace")
-    traces = [trace_fact(model, f["prompt"], f["subject"], f["answer"], config, generator)
-              for f in reported(chosen, "tracing facts", progress)]
+    return chosen
+
+
+def average_of(traces: Sequence[TraceResult], n_candidates: int, config: TraceConfig) -> AverageTrace:
+    """The ``AverageTrace`` of ``traces``, chosen among ``n_candidates`` facts."""
     effects, counts = average_traces(traces)
-    return AverageTrace(effects, counts, len(traces), len(facts),
+    return AverageTrace(effects, counts, len(traces), n_candidates,
                         float(np.mean([t.clean_prob for t in traces])),
                         float(np.mean([t.corrupted_prob for t in traces])), config)

@@ -72,6 +72,14 @@ class TraceResult:
         """Restored minus corrupted probability, ``[n_tokens, n_layers]``."""
         return self.grids[kind] - self.corrupted_prob
 
+    @classmethod
+    def from_dict(cls, data: dict, config: TraceConfig) -> TraceResult:
+        """The trace ``to_dict`` wrote, traced with ``config``."""
+        return cls(data["prompt"], data["subject"], data["answer"], data["answer_token"], data["tokens"],
+                   tuple(data["subject_span"]), data["clean_prob"], data["corrupted_prob"],
+                   {kind: np.asarray(grid, dtype=np.float32) for kind, grid in data["grids"].items()},
+                   config, data["noise_std"], data["n_layers"])
+
     def to_dict(self) -> dict:
         return {
             "prompt": self.prompt, "subject": self.subject, "answer": self.answer,

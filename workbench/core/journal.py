@@ -1,27 +1,38 @@
-"""The progress of a long run over edit cases, on disk as it goes, so an interrupted run resumes.
+"""The progress of a long run over many items (edit cases, facts to trace), on disk as it goes,
+so that an interrupted run resumes.
 
-A run writes ``progress.jsonl`` into its output directory: a first line with the run's settings
+A run writes ``progress.jsonl`` into its output directory (``OUT.json.progress.jsonl`` beside an
+output file, ``journal_path``): a first line with the run's settings
 (``{"settings": {...}}``: what decides its results, such as the method, the hyperparameters, the
-model's fingerprint and the cases' digest), then one line per finished case
-(``{"index": i, "rows": {label: record}}``), each appended, flushed and synced before the next
-case starts. A line cut short by a kill is the case that was being written: it is dropped and
-that case is done again. When the run's result files are written the journal is removed.
+model's fingerprint and the items' digest), then one line per finished item
+(``{"index": i, "rows": {...}}``), each appended, flushed and synced before the next item starts.
+A line cut short by a kill is the item that was being written: it is dropped and that item is
+done again. When the run's result files are written the journal is removed.
 
 ``--resume`` reopens the journal, refuses it when its settings differ from the command's (naming
-the settings that differ), and skips the cases it holds; a run without ``--resume`` refuses a
-directory that holds a journal, unless ``--force`` (then it starts over).
+the settings that differ), and skips the items it holds; a run without ``--resume`` refuses a
+directory that holds a journal, unless ``--force`` (then it starts over). ``run_items`` is the
+loop that fills a journal in this process (``app.workers`` fills one from Ray workers).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from workbench.core.io import json_safe
+from workbench.core.progress import Item, Progress, reported
 
 JOURNAL_FILE = "progress.jsonl"
+
+
+def journal_path(out: str | Path, out_is_file: bool = False) -> Path:
+    """The journal of a run that writes into the directory ``out`` (``out/progress.jsonl``), or
+    into the file ``out`` (``out.progress.jsonl`` beside it)."""
+    out = Path(out)
+    return out.with_name(out.name + ".progress.jsonl") if out_is_file else out / JOURNAL_FILE
 
 
 class RunInterrupted(Exception):
@@ -30,13 +41,14 @@ class RunInterrupted(Exception):
 
 
 class CaseJournal:
-    """The journal of a run into ``out_dir`` with ``settings`` (JSON-serialisable).
+    """The journal of a run with ``settings`` (JSON-serialisable) at ``path`` (``journal_path``;
+    None: kept in memory only).
 
     ``resume``: continue the journal there (see the module docstring); ``overwrite``: replace one
-    that is there instead of refusing it. ``done`` maps each finished case's index to its rows."""
+    that is there instead of refusing it. ``done`` maps each finished item's index to its rows."""
 
-    def __init__(self, out_dir: str | Path | None, settings: Mapping, resume: bool = False, overwrite: bool = False):
-        self.path = Path(out_dir) / JOURNAL_FILE if out_dir is not None else None
+    def __init__(self, path: str | Path | None, settings: Mapping, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path) if path is not None else None
         self.settings = as_json(dict(settings))
         self.done: dict[int, dict] = {}
         if self.path is None:
@@ -52,8 +64,8 @@ class CaseJournal:
 
     def _reopen(self) -> None:
         if not self.path.is_file():
-            raise FileNotFoundError(f"there is no interrupted run to resume in {self.path.parent} "
-                                    f"(no {JOURNAL_FILE}); run without --resume")
+            raise FileNotFoundError(f"there is no interrupted run to resume: {self.path} does not exist; "
+                                    "run without --resume")
         lines = self.path.read_text(encoding="utf-8").split("\n")
         whole, cut = lines[:-1], lines[-1]  # a last line without its newline was cut short by a kill
         try:
@@ -90,12 +102,12 @@ class CaseJournal:
 
     @classmethod
     def in_memory(cls) -> CaseJournal:
-        """A journal that keeps its cases in memory only (a run that cannot be resumed)."""
+        """A journal that keeps its items in memory only (a run that cannot be resumed)."""
         return cls(None, {})
 
     def record(self, index: int, rows: dict) -> None:
-        """Keep case ``index``'s rows, as JSON keeps them (NaN becomes None), appended to the file;
-        a case already recorded is not recorded twice."""
+        """Keep item ``index``'s rows, as JSON keeps them (NaN becomes None), appended to the file;
+        an item already recorded is not recorded twice."""
         if index in self.done:
             return
         rows = as_json(rows)
@@ -106,8 +118,8 @@ class CaseJournal:
     def interrupted_message(self, total: int) -> str:
         """What to tell a user whose run stopped with this journal."""
         if self.path is None:
-            return f"interrupted after {len(self.done)} of {total} cases (nothing was kept on disk)"
-        return (f"interrupted: {len(self.done)} of {total} cases are saved in {self.path}; "
+            return f"interrupted after {len(self.done)} of {total} items (nothing was kept on disk)"
+        return (f"interrupted: {len(self.done)} of {total} items are saved in {self.path}; "
                 "run the same command with --resume to continue")
 
     def close(self) -> None:
@@ -119,3 +131,20 @@ class CaseJournal:
 def as_json(value):
     """``value`` as strict JSON gives it back (NaN and infinities become None, tuples lists)."""
     return json.loads(json.dumps(json_safe(value), allow_nan=False))
+
+
+def run_items(items: Sequence[Item], rows_of: Callable[[Item], dict], progress: Progress = True,
+              description: str = "working", journal: CaseJournal | None = None) -> list[dict]:
+    """``rows_of(item)`` for every item in order, each kept in ``journal`` as soon as it is made;
+    items the journal already holds are not done again. Ctrl-C or a termination signal raises
+    ``RunInterrupted`` with the journal whole."""
+    journal = journal if journal is not None else CaseJournal.in_memory()
+    pending = [index for index in range(len(items)) if index not in journal.done]
+    if len(pending) < len(items):
+        description += f" ({len(items) - len(pending)} done before)"
+    try:
+        for index in reported(pending, description, progress):
+            journal.record(index, rows_of(items[index]))
+    except KeyboardInterrupt:
+        raise RunInterrupted(journal.interrupted_message(len(items))) from None
+    return [journal.done[index] for index in range(len(items))]
