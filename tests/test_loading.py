@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig
 
-from tests.conftest import installed_hook_count
+from tests.conftest import installed_hook_count, weights_equal, weights_snapshot
 from workbench.core.edit import Edit, EditRequest, WeightDelta, commit
 from workbench.core.sites import site_module
 from workbench.model.architecture import ARCHITECTURES, mlp_output_site, plain_view
@@ -159,3 +159,28 @@ def test_a_directory_with_a_bad_config_or_no_weights_is_one_clear_error(tiny_mod
     for name, detail in (("bad-config", "not a valid JSON file"), ("no-weights", "no file named model.safetensors")):
         with pytest.raises(ModelLoadError, match=f"could not load the model in {tmp_path / name}: .*{detail}"):
             load_model(tmp_path / name)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_a_bf16_model_of_every_architecture_is_edited_with_the_maths_in_fp32(saved_models, tiny_world, architecture):
+    import dataclasses
+
+    from workbench.editing.editor import Editor
+    from workbench.editing.hparams import RomeHparams
+    from workbench.world.cases import load_edit_cases
+
+    bridge = load_model(saved_models[architecture], dtype="bf16")
+    assert bridge.W_E.dtype == torch.bfloat16
+    request = load_edit_cases(None, tiny_world)[0].request
+    snapshot = weights_snapshot(bridge)
+    hparams = dataclasses.replace(RomeHparams(), layer=0, v_steps=3, key_stats_tokens=1024)
+    edit = Editor(bridge, "rome", hparams, facts=tiny_world)(request)
+    [delta] = edit.deltas
+    assert delta.left.dtype == delta.right.dtype == torch.float32 and torch.isfinite(delta.matrix()).all()
+    tokens = torch.tensor([bridge.tokenizer(request.prompt)["input_ids"]])
+    with torch.no_grad():
+        plain = bridge(tokens)
+        with edit.applied(bridge):
+            edited = bridge(tokens)
+    assert edited.dtype == torch.bfloat16 and not torch.equal(plain, edited)
+    assert weights_equal(bridge, snapshot) and installed_hook_count(bridge) == 0

@@ -228,3 +228,11 @@ def test_a_layer_sweep_sharded_over_two_workers_is_the_single_process_sweep(tmp_
         for name in ("efficacy", "paraphrase", "neighborhood", "same_subject"):
             assert row[name]["mean"] == pytest.approx(expected_row[name]["mean"], abs=1e-4)
     assert not Path(f"{sharded}.progress.jsonl").exists()
+
+
+def test_without_ray_the_options_say_how_to_get_it(monkeypatch):
+    from workbench.app.workers import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[distributed\]"'):
+        require_ray()

@@ -49,7 +49,9 @@ def key_windows(tokenizer, texts: Sequence[str], window: int) -> Tensor:
 def compute_key_second_moment(model, layer: int, texts: Sequence[str], n_tokens: int, window: int = 128,
                               batch_size: int = 16, progress: bool = True) -> Float[Tensor, "d_mlp d_mlp"]:
     """E[k k^T] over the first ``n_tokens`` key vectors of ``texts``, accumulated in float64 on the
-    model's device batch by batch, whatever the model's dtype; returned in float32 on the CPU."""
+    model's device batch by batch, whatever the model's dtype; returned in float32 on the CPU.
+    Windows are ``window`` tokens long, or the model's context where that is shorter."""
+    window = min(window, model.cfg.n_ctx)
     windows = key_windows(model.tokenizer, texts, window)
     hook_name = KEY_HOOK.format(layer=layer)
     device = model.W_E.device
