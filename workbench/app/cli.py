@@ -290,6 +290,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A termination signal ends it as Ctrl-C does: a run over many cases keeps
     what it finished and says how to resume (exit status 130)."""
+    from workbench.app.workers import WorkersFailed
     from workbench.core.journal import RunInterrupted
     from workbench.model.loading import ModelLoadError
 
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, ModelLoadError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, ModelLoadError,
+            WorkersFailed) as error:
         print(f"workbench: error: {error}", file=sys.stderr)
         return 2
     except RunInterrupted as interrupted:

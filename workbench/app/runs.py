@@ -2,8 +2,8 @@
 workers: editing methods over edit cases (``eval``, ``compare``), traces of many facts (``trace
 average``) and layer sweeps (``locate --sweep``).
 
-A run is a job (``EditJob``, ``TraceJob``, ``SweepJob``: the model to load and how to turn one item into its
-rows) over a list of items. Its settings (what decides its results: the command, the model's
+A run is a job (``EditJob``, ``TraceJob``, ``SweepJob``: the model to load and how to turn one
+item into its rows) over a list of items. Its settings (what decides its results: the command, the model's
 fingerprint and dtype, the items' digest, the methods with their resolved hyperparameters, the
 trace's configuration and seed, or the sweep's method and layers) head its journal
 (``core.journal``), so ``--resume`` continues only the run that wrote it. ``run_job`` runs a job
@@ -36,11 +36,11 @@ from workbench.tracing.trace import TraceConfig, trace_fact
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How a run is carried out: its ``journal`` file (``core.journal.journal_path``), ``resume`` or
-    ``overwrite`` an interrupted run there, how many Ray ``workers`` (1: this process) and the Ray
-    cluster ``address``."""
+    """How a run is carried out: its ``journal`` file (``core.journal.journal_path``; None: kept in
+    memory only), ``resume`` or ``overwrite`` an interrupted run there, how many Ray ``workers``
+    (1: this process) and the Ray cluster ``address``."""
 
-    journal: str | Path
+    journal: str | Path | None
     resume: bool = False
     overwrite: bool = False
     workers: int = 1

@@ -1,19 +1,19 @@
-"""Work over many items (edit cases, facts to trace) sharded over Ray workers: each loads the
-model once and takes shards of items.
+"""Work over many items (edit cases, facts to trace, layer and case pairs) sharded over Ray
+workers: each loads the model once and takes shards of items.
 
-``sharded_rows`` starts ``workers`` Ray actors (``WorkbenchWorker``) on this machine, or joins the Ray
-cluster at ``address``. Each actor opens the job's model once (one GPU each when the device is a
-GPU; otherwise an equal share of the CPUs, as torch threads) and answers shards of items with the
-function the job prepares from it (``app.runs``: ``EditJob``, ``TraceJob``), the function the
-driver uses when it works alone. The driver keeps every item's rows in the run's journal as they
-arrive, so the result is the single-process run's (items in their order, aggregated the same way;
-float results may differ in the last bits where thread counts differ) and an interrupted sharded
-run resumes like any other.
+``sharded_rows`` starts ``workers`` Ray actors (``WorkbenchWorker``) on this machine, or joins
+the Ray cluster at ``address``. Each actor opens the job's model once (one GPU each when the
+device is a GPU; otherwise an equal share of the CPUs, as torch threads) and answers shards of
+items with the function the job prepares from it (``app.runs``: ``EditJob``, ``TraceJob``,
+``SweepJob``), the function the driver uses when it works alone. The driver keeps every item's
+rows in the run's journal as they arrive, so the result is the single-process run's (items in
+their order, aggregated the same way; float results may differ in the last bits where thread
+counts differ) and an interrupted sharded run resumes like any other.
 
 A worker that dies (its process killed, its node lost) is replaced by a new one and its shard is
 done again; the journal records each item once, so nothing is counted twice. After
-``MAX_WORKER_LOSSES`` lost workers the run stops with an error. An error raised by the evaluation
-itself (a bad case, a method's refusal) stops the run with that error.
+``MAX_WORKER_LOSSES`` lost workers the run stops with an error (``WorkersFailed``). An error
+raised by the work itself (a bad case, a method's refusal) stops the run with that error.
 
 Ray is an optional extra: ``pip install -e ".[distributed]"``.
 """
@@ -34,6 +34,10 @@ from workbench.core.progress import Progress
 
 MAX_WORKER_LOSSES = 3
 SHARDS_PER_WORKER = 4  # shards per worker: small enough to balance, large enough to amortise a call
+
+
+class WorkersFailed(RuntimeError):
+    """The Ray workers could not do the run: one could not load the model, or too many were lost."""
 
 
 def require_ray():
@@ -127,7 +131,7 @@ def _run_shards(ray, items, job, journal, workers, progress, description):
     try:
         ray.get([actor.pid.remote() for actor in actors])
     except ray.exceptions.RayActorError as error:
-        raise RuntimeError(f"a Ray worker could not load the model or prepare its work: {error}") from None
+        raise WorkersFailed(f"a Ray worker could not load the model or prepare its work: {error}") from None
     idle, in_flight, losses = list(range(len(actors))), {}, 0
     report = _reporter(progress, description, len(items), len(journal.done))
     while pending or in_flight:
@@ -141,8 +145,8 @@ def _run_shards(ray, items, job, journal, workers, progress, description):
         except ray.exceptions.RayActorError as error:
             losses += 1
             if losses > MAX_WORKER_LOSSES:
-                raise RuntimeError(f"{losses} Ray workers were lost; the last: {error}") from error
-            print(f"workbench: a Ray worker was lost; its shard of {len(shard)} is done again by a new one",
+                raise WorkersFailed(f"{losses} Ray workers were lost; the last: {error}") from error
+            print(f"workbench: a Ray worker was lost; its shard of {len(shard)} items is done again by a new one",
                   file=sys.stderr)
             actors[slot] = actor_class.remote(job, threads)
             pending.appendleft(shard)
