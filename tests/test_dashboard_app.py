@@ -174,7 +174,8 @@ def test_two_sessions_running_at_once_never_see_each_others_edits(cases, monkeyp
     All sessions share one loaded model."""
     loads = []
     original_load = SharedModel.load.__func__
-    monkeypatch.setattr(SharedModel, "load", classmethod(lambda cls, ref: loads.append(ref) or original_load(cls, ref)))
+    monkeypatch.setattr(SharedModel, "load", classmethod(
+        lambda cls, ref, *machine: loads.append(ref) or original_load(cls, ref, *machine)))
     case = cases[0]
     plain, a, b = edit_page(case, "ft-l"), edit_page(case, "rome"), edit_page(case, "ft-l")
     plain.button(key="edit_apply").click().run()

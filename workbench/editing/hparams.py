@@ -123,6 +123,25 @@ class RomeHparams(HparamsFile):
 
 
 @dataclass(frozen=True)
+class MemitHparams(RomeHparams):
+    """MEMIT (Meng et al. 2023), as in the reference implementation: ROME's value optimisation and
+    key averaging (every ``RomeHparams`` field means what it means there) over ``span`` consecutive
+    MLP output weights ending at ``layer`` (the layer of the target residual ``z``), each update
+    solved against ``mom2_update_weight`` times E[k k^T] (``workbench.editing.memit``)."""
+
+    method_name: ClassVar[str] = "MEMIT"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {
+        **RomeHparams.bounds, "span": (">=", 1), "mom2_update_weight": (">", 0)}
+
+    span: int = 5
+    mom2_update_weight: float = 15000.0
+
+    def layers(self) -> tuple[int, ...]:
+        """The edited layers: ``span`` consecutive layers ending at ``layer``, none below 0."""
+        return tuple(range(max(0, self.layer - self.span + 1), self.layer + 1))
+
+
+@dataclass(frozen=True)
 class FinetuneHparams(HparamsFile):
     """Fine-tuning one MLP output weight on the edit prompt (the post-training contrast).
 

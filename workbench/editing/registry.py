@@ -16,12 +16,13 @@ from pathlib import Path
 
 from workbench.editing.finetune import Finetune
 from workbench.editing.ike import Ike
+from workbench.editing.memit import Memit
 from workbench.editing.mend import Mend
 from workbench.editing.method import EditingMethod
 from workbench.editing.rome import Rome
 
 METHODS: dict[str, EditingMethod] = {method.name: method for method in (
-    Rome(), Finetune("ft"), Finetune("ft-l"), Ike(), Mend())}
+    Rome(), Memit(), Finetune("ft"), Finetune("ft-l"), Ike(), Mend())}
 LAYER_METHODS = tuple(name for name, method in METHODS.items() if method.takes_layer)
 TUNED_HPARAMS = files("workbench.editing") / "tuned"
 
