@@ -90,3 +90,35 @@ def test_bad_batches_are_refused_and_change_nothing(tiny_bridge, tiny_world, cas
     with pytest.raises(ValueError, match="span"):
         dataclasses.replace(editor.hparams, span=0)
     assert weights_equal(tiny_bridge, snapshot) and installed_hook_count(tiny_bridge) == 0
+
+
+def test_batch_evaluation_keeps_the_batch_size_and_a_batch_of_one_is_the_plain_evaluation(tmp_path, capsys,
+                                                                                       tiny_model_dir):
+    import json
+
+    from workbench.app.cli import main
+
+    run = ["eval", "--method", "memit", "--model", "tiny", "--n", "4", "--layer", "2"]
+    assert main([*run, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*run, "--out", str(tmp_path / "ones"), "--batch-size", "1"]) == 0  # the plain path
+    assert main([*run, "--out", str(tmp_path / "pairs"), "--batch-size", "2"]) == 0
+    assert "2 at a time" in capsys.readouterr().out
+    pairs = json.loads((tmp_path / "pairs" / "results.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "pairs" / "cases.jsonl").read_text().splitlines()]
+    assert pairs["batch_size"] == 2 and pairs["n_cases"] == 4 and [r["batch_size"] for r in records] == [2] * 4
+
+    from workbench.app.runs import RunOptions, run_batches
+    from workbench.evaluation.compare import MethodSpec
+    from workbench.model.handle import open_model
+
+    handle = open_model(tiny_model_dir)
+    cases = load_edit_cases(None, handle.world)[:4]
+    results, batch_of_one, _ = run_batches(handle, cases, MethodSpec("memit", "memit", "2"), 1,
+                                           RunOptions(None), fluency_tokens=40, progress=False)
+    plain = [json.loads(line) for line in (tmp_path / "plain" / "cases.jsonl").read_text().splitlines()]
+    for record, expected in zip(batch_of_one, plain):
+        for name, value in expected["metrics"].items():
+            assert record["metrics"][name] == pytest.approx(value, abs=1e-6), name
+
+    assert main([*run, "--method", "rome", "--out", str(tmp_path / "rome"), "--batch-size", "2"]) == 2
+    assert "one request at a time" in capsys.readouterr().err

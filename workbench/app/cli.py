@@ -208,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--hparams")
     evaluation.add_argument("--stats-corpus")
     evaluation.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    evaluation.add_argument("--batch-size", type=count, default=1,
+                            help="edit this many cases at once and measure each after its batch (memit; default 1)")
     evaluation.add_argument("--out", required=True, help="directory for results.json and cases.jsonl")
     evaluation.add_argument("--force", action="store_true", help="replace existing result files")
     add_machine_options(evaluation)

@@ -10,7 +10,7 @@ from workbench.app.edit_bench import bench_mend, bench_rome
 from workbench.app.options import open_model_of, run_options
 from workbench.app.output import print_result
 from workbench.app.report import format_before_after, predictions, probe_prompts
-from workbench.app.runs import run_specs
+from workbench.app.runs import run_batches, run_specs
 from workbench.core.cases import EditCase, parse_cases
 from workbench.core.edit import EditRequest
 from workbench.core.io import refuse_existing
@@ -87,14 +87,19 @@ def cmd_eval(args) -> int:
     handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
     spec = MethodSpec(args.method, args.method, args.layer, hparams=args.hparams)
-    compared, journal = run_specs("eval", handle, cases, [spec], run_options(args), args.checkpoint,
-                                  args.stats_corpus, FLUENCY_TOKENS)
-    [(results, records)] = compared.values()
-    results["method"] = args.method
+    if args.batch_size > 1:
+        results, records, journal = run_batches(handle, cases, spec, args.batch_size, run_options(args),
+                                                args.checkpoint, args.stats_corpus, FLUENCY_TOKENS)
+    else:
+        compared, journal = run_specs("eval", handle, cases, [spec], run_options(args), args.checkpoint,
+                                      args.stats_corpus, FLUENCY_TOKENS)
+        [(results, records)] = compared.values()
+    results["method"], results["batch_size"] = args.method, args.batch_size
     write_results(args.out, results, records, overwrite=args.force)
     journal.close()
-    print(f"{args.method} on {results['n_cases']} cases (median edit {results['median_edit_seconds']:.2f} s) "
-          f"-> {args.out}")
+    batches = f", {args.batch_size} at a time" if args.batch_size > 1 else ""
+    print(f"{args.method} on {results['n_cases']} cases{batches} (median edit {results['median_edit_seconds']:.2f} s "
+          f"per case) -> {args.out}")
     for name in HEADLINE_METRICS:
         if results[name]["mean"] is not None:
             print(f"  {name:>14}: {format_metric(results[name])} (n={results[name]['n']})")

@@ -25,8 +25,8 @@ from workbench.app.workers import sharded_rows
 from workbench.core.cases import EditCase
 from workbench.core.journal import CaseJournal, run_items
 from workbench.editing.editor import Editor
-from workbench.evaluation.compare import MethodSpec, compared_results, spec_editors, spec_edits
-from workbench.evaluation.runner import case_rows
+from workbench.evaluation.compare import MethodSpec, compared_results, spec_editor, spec_editors, spec_edits
+from workbench.evaluation.runner import batch_records, case_rows, summarize
 from workbench.evaluation.sweep import sweep_item_rows
 from workbench.model.handle import ModelHandle
 from workbench.model.loading import dtype_name
@@ -67,6 +67,27 @@ class EditJob:
     def prepare(self, handle: ModelHandle) -> Callable[[EditCase], dict]:
         edits = spec_edits(self.specs, spec_editors(handle, self.specs, self.checkpoint, self.stats_corpus))
         return lambda case: case_rows(handle.bridge, case, edits, self.fluency_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchEditJob:
+    """Edit batches of cases (lists of ``EditCase``), each batch at once with ``spec``'s editor
+    (``Editor.edit_batch``, ``runner.batch_records``): rows ``{"cases": [record, ...]}``."""
+
+    model: str
+    device: str
+    dtype: str
+    spec: MethodSpec
+    checkpoint: str | None
+    stats_corpus: str | None
+    fluency_tokens: int
+
+    def prepare(self, handle: ModelHandle) -> Callable[[list[EditCase]], dict]:
+        editor = spec_editor(handle, self.spec, self.checkpoint, self.stats_corpus)
+        layer = self.spec.layer
+        return lambda batch: {"cases": batch_records(handle.bridge, batch,
+                                                     lambda cases: editor.edit_batch(cases, layer),
+                                                     self.fluency_tokens)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,3 +170,28 @@ def run_specs(command: str, handle: ModelHandle, cases: Sequence[EditCase], spec
     rows, journal = run_job(job, handle, cases, settings, options, f"{command}: "
                             + ", ".join(spec.label for spec in specs), progress)
     return compared_results(rows, specs, editors, handle.bridge.cfg.n_layers, cases[0].source), journal
+
+
+def run_batches(handle: ModelHandle, cases: Sequence[EditCase], spec: MethodSpec, batch_size: int,
+                options: RunOptions, checkpoint=None, stats_corpus=None, fluency_tokens: int = 0,
+                progress=True) -> tuple[dict, list[dict], CaseJournal]:
+    """``spec``'s evaluation of ``cases`` edited ``batch_size`` at a time (the last batch may be
+    smaller), through ``run_job``: ``(results, per-case records, journal)``; the results keep the
+    batch size."""
+    if not cases:
+        raise ValueError("there are no edit cases to evaluate")
+    editor = spec_editor(handle, spec, checkpoint, stats_corpus)
+    job = BatchEditJob(**model_of(handle), spec=spec, checkpoint=str(checkpoint) if checkpoint else None,
+                       stats_corpus=str(stats_corpus) if stats_corpus else None, fluency_tokens=fluency_tokens)
+    batches = [list(cases[start:start + batch_size]) for start in range(0, len(cases), batch_size)]
+    settings = {"command": "eval", "batch_size": batch_size, "fluency_tokens": fluency_tokens,
+                "checkpoint": job.checkpoint, "stats_corpus": job.stats_corpus,
+                "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
+                             "hparams": dataclasses.asdict(editor.hparams)}]}
+    rows, journal = run_job(job, handle, batches, settings, options, f"eval: {spec.label}, batches of {batch_size}",
+                            progress)
+    records = [record for row in rows for record in row["cases"]]
+    results = summarize(records, cases[0].source)
+    results.update(batch_size=batch_size, layer=spec.layer or editor.method.edited_layers(
+        editor.hparams, handle.bridge.cfg.n_layers))
+    return results, records, journal

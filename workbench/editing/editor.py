@@ -15,6 +15,7 @@ hyperparameters and MEND checkpoint.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.core.cases import EditCase
@@ -85,6 +86,20 @@ class Editor:
         """The edit of ``case``'s request, with the hyperparameters the method chooses for
         everything the evaluation asks of the case (``EditingMethod.for_case``)."""
         return self._edit(case.request, layer, self.method.for_case(self.model, case, self.hparams))
+
+    def edit_batch(self, cases: Sequence[EditCase], layer: int | None = None) -> Edit:
+        """One edit of every case's request together (a method that edits many at once: MEMIT),
+        at ``layer`` (None: the hyperparameters'; a batch has no single prompt to locate from)."""
+        if not cases:
+            raise ValueError("there are no edit cases in the batch")
+        if layer == "auto":
+            raise ValueError("a batch is edited at one layer for all its requests: give a layer number, not 'auto'")
+        requests = [case.request for case in cases]
+        for request in requests:
+            require_fits_context(self.model, self.model.tokenizer, [request.prompt],
+                                 [request.target_new, request.ground_truth or ""])
+        hparams = self._at_layer(self.hparams, layer, requests[0]) if self.method.takes_layer else self.hparams
+        return stamped(self.method.compute_batch(self.model, requests, hparams, self.prepared()), self.model)
 
     def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
         """The edit of ``request``; a prompt that does not fit the model's context with its answers

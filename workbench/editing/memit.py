@@ -133,6 +133,10 @@ class Memit(EditingMethod):
     def compute(self, model, request: EditRequest, hparams: MemitHparams, prepared: KeyStatistics) -> Edit:
         return compute_memit_edit(model, [request], hparams, prepared)
 
+    def compute_batch(self, model, requests: list[EditRequest], hparams: MemitHparams,
+                      prepared: KeyStatistics) -> Edit:
+        return compute_memit_edit(model, requests, hparams, prepared)
+
     def edited_layers(self, hparams: MemitHparams, n_layers: int) -> str:
         layers = hparams.layers() if hparams.layer is not None else ()
         return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(hparams.layer)

@@ -58,6 +58,10 @@ class EditingMethod(ABC):
     def compute(self, model, request: EditRequest, hparams, prepared) -> Edit:
         """The edit of ``request`` (``hparams.layer`` already chosen for a layer method)."""
 
+    def compute_batch(self, model, requests: list[EditRequest], hparams, prepared) -> Edit:
+        """One edit of all ``requests`` together; a method that edits one request at a time refuses."""
+        raise ValueError(f"{self.name} edits one request at a time: give a batch size of 1")
+
     def for_case(self, model, case: EditCase, hparams):
         """``hparams`` for editing ``case``, knowing every prompt the evaluation will ask of it."""
         return hparams

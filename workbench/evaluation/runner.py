@@ -17,7 +17,7 @@ from workbench.core.edit import Edit
 from workbench.core.io import json_safe, refuse_existing, write_json, write_text_atomic
 from workbench.core.journal import CaseJournal, run_items
 from workbench.core.progress import Progress
-from workbench.evaluation.metrics import FLUENCY_TOKENS, case_metrics, measure, protocol_metrics
+from workbench.evaluation.metrics import FLUENCY_TOKENS, Measurement, case_metrics, measure, protocol_metrics
 from workbench.evaluation.protocol import protocol_scores
 
 HEADLINE_METRICS = ("efficacy", "paraphrase", "reverse", "portability", "neighborhood", "same_subject")
@@ -46,8 +46,7 @@ def format_metric(value: dict) -> str:
 def case_rows(model, case: EditCase, computes: Mapping[str, Callable[[EditCase], Edit]],
               fluency_tokens: int = FLUENCY_TOKENS) -> dict[str, dict]:
     """One case, measured once without an edit and then once with each of ``computes``' edits
-    applied: ``{label: record}``. A record holds the case's metrics, the edit's method, layers,
-    time and details, and ``unedited``: the benchmark metrics of the model without the edit."""
+    applied: ``{label: record}`` (``case_record``)."""
     before = measure(model, case, fluency_tokens)
     rows = {}
     for label, compute in computes.items():
@@ -56,11 +55,33 @@ def case_rows(model, case: EditCase, computes: Mapping[str, Callable[[EditCase],
         edit_seconds = time.perf_counter() - started
         with edit.applied(model):
             after = measure(model, case.in_context(edit.context), fluency_tokens)
-        rows[label] = {"case_id": case.case_id, "prompt": case.request.prompt,
-                       "target_new": case.request.target_new, "method": edit.method, "layers": list(edit.layers),
-                       "edit_seconds": edit_seconds, "metrics": case_metrics(before, after),
-                       "unedited": protocol_metrics(before), **({"details": edit.details} if edit.details else {})}
+        rows[label] = case_record(case, edit, edit_seconds, before, after)
     return rows
+
+
+def batch_records(model, cases: Sequence[EditCase], compute_batch: Callable[[Sequence[EditCase]], Edit],
+                  fluency_tokens: int = FLUENCY_TOKENS) -> list[dict]:
+    """A batch of cases edited at once: each case measured without an edit, the batch's one edit
+    computed, then each case measured with it applied. Each record (``case_record``) has the
+    batch's size and an ``edit_seconds`` of the batch's time shared equally among its cases."""
+    befores = [measure(model, case, fluency_tokens) for case in cases]
+    started = time.perf_counter()
+    edit = compute_batch(cases)
+    seconds = (time.perf_counter() - started) / len(cases)
+    with edit.applied(model):
+        afters = [measure(model, case.in_context(edit.context), fluency_tokens) for case in cases]
+    return [{**case_record(case, edit, seconds, before, after), "batch_size": len(cases)}
+            for case, before, after in zip(cases, befores, afters)]
+
+
+def case_record(case: EditCase, edit: Edit, edit_seconds: float, before: Measurement, after: Measurement) -> dict:
+    """A case's record: its metrics, the edit's method, layers, time and details (less a batch
+    edit's list of requests), and ``unedited``, the benchmark metrics of the model without the edit."""
+    details = {key: value for key, value in edit.details.items() if key != "requests"}
+    return {"case_id": case.case_id, "prompt": case.request.prompt, "target_new": case.request.target_new,
+            "method": edit.method, "layers": list(edit.layers), "edit_seconds": edit_seconds,
+            "metrics": case_metrics(before, after), "unedited": protocol_metrics(before),
+            **({"details": details} if details else {})}
 
 
 def summarize(records: Sequence[dict], source: str = "") -> dict:
