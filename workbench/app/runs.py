@@ -19,8 +19,6 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from workbench.app.workers import sharded_rows
 from workbench.core.cases import EditCase
 from workbench.core.journal import CaseJournal, run_items
@@ -30,8 +28,8 @@ from workbench.evaluation.runner import batch_records, case_rows, summarize
 from workbench.evaluation.sweep import sweep_item_rows
 from workbench.model.handle import ModelHandle
 from workbench.model.loading import dtype_name
-from workbench.tracing.average import fact_seed
-from workbench.tracing.trace import TraceConfig, trace_fact
+from workbench.tracing.average import trace_nth_fact
+from workbench.tracing.trace import TraceConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +90,8 @@ class BatchEditJob:
 
 @dataclasses.dataclass(frozen=True)
 class TraceJob:
-    """Trace facts (``(index, fact dict)``) with ``config``, as ``average.average_trace`` does (fact
-    ``index`` with the noise of ``fact_seed(seed, index)``): rows ``{"trace": TraceResult.to_dict()}``."""
+    """Trace facts (``(index, fact dict)``) with ``config``, as ``average.average_trace`` does
+    (``average.trace_nth_fact``): rows ``{"trace": TraceResult.to_dict()}``."""
 
     model: str
     device: str
@@ -102,12 +100,7 @@ class TraceJob:
     seed: int
 
     def prepare(self, handle: ModelHandle) -> Callable[[tuple[int, dict]], dict]:
-        def rows_of(item: tuple[int, dict]) -> dict:
-            index, fact = item
-            generator = torch.Generator().manual_seed(fact_seed(self.seed, index))
-            traced = trace_fact(handle.bridge, fact["prompt"], fact["subject"], fact["answer"], self.config, generator)
-            return {"trace": traced.to_dict()}
-        return rows_of
+        return lambda item: {"trace": trace_nth_fact(handle.bridge, *item, self.config, self.seed).to_dict()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +126,25 @@ def model_of(handle: ModelHandle) -> dict:
 
 
 def digest(items: Sequence) -> str:
-    """SHA-256 (first 16 hex digits) of the items (dataclasses or JSON values), in order."""
-    plain = [dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item for item in items]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """SHA-256 (first 16 hex digits) of the items (JSON values and dataclasses, nested in any way), in order."""
+    def plain(value):
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+
+    text = json.dumps(list(items), sort_keys=True, default=plain)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _named(path: str | Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def edit_settings(command: str, specs: Sequence[MethodSpec], editors: dict[str, Editor], job) -> dict:
+    """The settings of an edit run (``EditJob``, ``BatchEditJob``): the command, each method with its
+    resolved hyperparameters, the MEND checkpoint, the statistics corpus and the fluency length."""
+    return {"command": command, "fluency_tokens": job.fluency_tokens, "checkpoint": job.checkpoint,
+            "stats_corpus": job.stats_corpus,
+            "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
+                         "hparams": dataclasses.asdict(editors[spec.label].hparams)} for spec in specs]}
 
 
 def run_job(job, handle: ModelHandle, items: Sequence, settings: dict, options: RunOptions,
@@ -161,12 +170,9 @@ def run_specs(command: str, handle: ModelHandle, cases: Sequence[EditCase], spec
     if not cases:
         raise ValueError("there are no edit cases to evaluate")
     editors = spec_editors(handle, specs, checkpoint, stats_corpus)
-    job = EditJob(**model_of(handle), specs=tuple(specs), checkpoint=str(checkpoint) if checkpoint else None,
-                  stats_corpus=str(stats_corpus) if stats_corpus else None, fluency_tokens=fluency_tokens)
-    settings = {"command": command, "fluency_tokens": fluency_tokens, "checkpoint": job.checkpoint,
-                "stats_corpus": job.stats_corpus,
-                "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
-                             "hparams": dataclasses.asdict(editors[spec.label].hparams)} for spec in specs]}
+    job = EditJob(**model_of(handle), specs=tuple(specs), checkpoint=_named(checkpoint),
+                  stats_corpus=_named(stats_corpus), fluency_tokens=fluency_tokens)
+    settings = edit_settings(command, specs, editors, job)
     rows, journal = run_job(job, handle, cases, settings, options, f"{command}: "
                             + ", ".join(spec.label for spec in specs), progress)
     return compared_results(rows, specs, editors, handle.bridge.cfg.n_layers, cases[0].source), journal
@@ -181,13 +187,10 @@ def run_batches(handle: ModelHandle, cases: Sequence[EditCase], spec: MethodSpec
     if not cases:
         raise ValueError("there are no edit cases to evaluate")
     editor = spec_editor(handle, spec, checkpoint, stats_corpus)
-    job = BatchEditJob(**model_of(handle), spec=spec, checkpoint=str(checkpoint) if checkpoint else None,
-                       stats_corpus=str(stats_corpus) if stats_corpus else None, fluency_tokens=fluency_tokens)
+    job = BatchEditJob(**model_of(handle), spec=spec, checkpoint=_named(checkpoint),
+                       stats_corpus=_named(stats_corpus), fluency_tokens=fluency_tokens)
     batches = [list(cases[start:start + batch_size]) for start in range(0, len(cases), batch_size)]
-    settings = {"command": "eval", "batch_size": batch_size, "fluency_tokens": fluency_tokens,
-                "checkpoint": job.checkpoint, "stats_corpus": job.stats_corpus,
-                "methods": [{"label": spec.label, "method": spec.method, "layer": spec.layer,
-                             "hparams": dataclasses.asdict(editor.hparams)}]}
+    settings = {**edit_settings("eval", [spec], {spec.label: editor}, job), "batch_size": batch_size}
     rows, journal = run_job(job, handle, batches, settings, options, f"eval: {spec.label}, batches of {batch_size}",
                             progress)
     records = [record for row in rows for record in row["cases"]]

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from workbench.core.io import json_safe
+from workbench.core.io import json_safe, write_text_atomic
 from workbench.core.progress import Item, Progress, reported
 
 JOURNAL_FILE = "progress.jsonl"
@@ -87,12 +87,7 @@ class CaseJournal:
             except (ValueError, KeyError, TypeError):
                 raise ValueError(f"{self.path} line {number} is damaged; pass --force to start over") from None
         if cut:  # rewrite the journal without the cut line, so the next append starts a line of its own
-            self._rewrite(whole)
-
-    def _rewrite(self, lines: list[str]) -> None:
-        staging = self.path.with_name(f".{self.path.name}.rewrite")
-        staging.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(staging, self.path)
+            write_text_atomic(self.path, "".join(line + "\n" for line in whole), overwrite=True)
 
     def _write_line(self, entry: dict, mode: str = "a") -> None:
         with open(self.path, mode, encoding="utf-8") as stream:

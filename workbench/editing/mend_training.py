@@ -21,8 +21,8 @@ validation loss. Deterministic under ``MendHparams.seed`` on a given device and 
 from __future__ import annotations
 
 import copy
+import io
 import itertools
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest, delta_hooks
+from workbench.core.io import write_text_atomic
 from workbench.core.journal import RunInterrupted
 from workbench.editing.hparams import MendHparams
 from workbench.editing.mend import MendNetwork, edit_gradients, edited_sites, mend_deltas, new_network
@@ -176,10 +177,9 @@ class TrainingState:
 def save_training_state(path: Path, state: TrainingState, identity: dict) -> None:
     """``state`` and what it belongs to (``identity``: the model's fingerprint, the hyperparameters),
     written atomically to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.writing")
-    torch.save({"identity": identity, "state": asdict(state)}, staging)
-    os.replace(staging, path)
+    buffer = io.BytesIO()
+    torch.save({"identity": identity, "state": asdict(state)}, buffer)
+    write_text_atomic(path, buffer.getvalue(), overwrite=True)
 
 
 def load_training_state(path: Path, identity: dict) -> TrainingState:

@@ -76,10 +76,15 @@ def average_trace(model, facts: Sequence[dict], n: int = 100, config: TraceConfi
     of ``fact_seed(seed, index)``) and average them."""
     config = config or TraceConfig()
     chosen = known_facts_to_trace(model, facts, n)
-    traces = [trace_fact(model, fact["prompt"], fact["subject"], fact["answer"], config,
-                         torch.Generator().manual_seed(fact_seed(seed, index)))
+    traces = [trace_nth_fact(model, index, fact, config, seed)
               for index, fact in reported(list(enumerate(chosen)), "tracing facts", progress)]
     return average_of(traces, len(facts), config)
+
+
+def trace_nth_fact(model, index: int, fact: dict, config: TraceConfig, seed: int) -> TraceResult:
+    """The trace of ``fact``, the ``index``-th of an average seeded with ``seed`` (``fact_seed``)."""
+    return trace_fact(model, fact["prompt"], fact["subject"], fact["answer"], config,
+                      torch.Generator().manual_seed(fact_seed(seed, index)))
 
 
 def known_facts_to_trace(model, facts: Sequence[dict], n: int) -> list[dict]:
