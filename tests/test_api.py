@@ -55,3 +55,12 @@ def test_api_export_and_commit_round_trip(tmp_path):
         torch.testing.assert_close(workbench.load_model(out)(tokens), model(tokens), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="not loaded with workbench.load_model"):
         workbench.export(torch.nn.Linear(1, 1), [edit], tmp_path / "other")
+
+
+def test_api_evaluates_a_sequence_of_edits_in_batches():
+    model = workbench.load_model("tiny")
+    snapshot = weights_snapshot(model)
+    rows = workbench.evaluate_sequence(model, method="memit", n=4, batch_size=2, progress=False)
+    assert [row["edits"] for row in rows] == [0, 2, 4]  # every 2: n // 10 rounded to whole batches, at least one
+    assert rows[-1]["retention"]["n"] == 4 and rows[0]["recall_corpus"]["n"] > 0
+    assert weights_equal(model, snapshot) and installed_hook_count(model) == 0

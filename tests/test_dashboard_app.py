@@ -1,6 +1,7 @@
 """Every dashboard page through Streamlit's AppTest (widgets driven by key, outputs asserted, no
 exception), bad input shown as messages, and two sessions run at once on the shared model."""
 
+import re
 import threading
 
 import pytest
@@ -147,6 +148,19 @@ def test_evaluate_page_compares_methods_and_offers_downloads():
     assert {button.label for button in at.get("download_button")} == {"comparison.json", "comparison.csv"}
 
 
+def test_evaluate_page_compares_short_sequences_of_edits():
+    at = open_page("evaluate")
+    at.multiselect(key="sequence_methods").set_value(["rome", "alphaedit"])
+    at.number_input(key="sequence_n").set_value(4)
+    at.number_input(key="sequence_every").set_value(2)
+    at.button(key="sequence_run").click().run()
+    assert_clean(at)
+    runs = at.session_state["sequence_runs"]
+    assert list(runs) == ["rome", "alphaedit"] and [row["edits"] for row in runs["rome"]] == [0, 2, 4]
+    assert runs["rome"][0]["recall_corpus"]["n"] > 0 and len(at.image) == 1
+    assert "| alphaedit | 4 |" in " ".join(m.value for m in at.markdown)
+
+
 def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_EXPORT_ROOT", str(tmp_path))
     at = edit_page(cases[0], "ft-l")
@@ -154,6 +168,11 @@ def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_pat
     at.switch_page("app_pages/history.py").run()
     assert_clean(at)
     assert at.checkbox(key="history_active_0").value
+    recall = at.table[0].value
+    assert recall["phrasings"].tolist() == ["corpus", "held out"]
+    assert float(recall["no edit"].iloc[0].split(" ")[0]) > 0.9  # the tiny model's recall, with its interval
+    stale = re.search(r"leaving out the (\d+) facts", " ".join(c.value for c in at.caption))
+    assert stale and int(stale.group(1)) >= 1  # the edited fact, at least
     at.text_input(key="history_out").input("edited")
     at.button(key="history_export").click().run()
     assert_clean(at)
@@ -162,6 +181,7 @@ def test_history_page_turns_edits_off_and_exports_the_active_ones(cases, tmp_pat
     assert "already exists" in errors(at)
     at.checkbox(key="history_active_0").uncheck().run()
     assert at.session_state["history"].active_edits() == []
+    assert at.table[0].value["active edits"].tolist() == at.table[0].value["no edit"].tolist()
     at.switch_page("app_pages/edit.py").run()
     at.button(key="edit_apply").click().run()  # the same edit again, now on the model without the first
     assert at.dataframe[0].value["p(expected) before"].iloc[0] < 0.5

@@ -120,5 +120,6 @@ def test_batch_evaluation_keeps_the_batch_size_and_a_batch_of_one_is_the_plain_e
         for name, value in expected["metrics"].items():
             assert record["metrics"][name] == pytest.approx(value, abs=1e-6), name
 
-    assert main([*run, "--method", "rome", "--out", str(tmp_path / "rome"), "--batch-size", "2"]) == 2
-    assert "one request at a time" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*run[:-2], "--method", "ike", "--out", str(tmp_path / "ike"), "--batch-size", "2"]) == 2
+    assert "ike edits in context: give a batch size of 1" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_every_registered_method_declares_the_protocol():
         assert isinstance(defaults, method.hparams_class)
         names = {f.name for f in dataclasses.fields(defaults)}
         assert ("layer" in names) == method.takes_layer and set(method.main_hparams) <= names
-    assert registry.LAYER_METHODS == ("rome", "memit", "ft", "ft-l")
+    assert registry.LAYER_METHODS == ("rome", "memit", "alphaedit", "ft", "ft-l")
     assert registry.method_hparams("ft-l", tuned=False).norm_constraint == 5e-4
     assert registry.method_hparams("ft", tuned=False).norm_constraint is None
     with pytest.raises(ValueError, match="unknown editing method 'serac'"):

@@ -2,7 +2,7 @@
 
 The public surface (``workbench.app.api``) is importable from here, loaded on first use so that
 ``import workbench`` stays cheap: ``load_model``, ``world_of``, ``edit_cases``, ``read_cases``,
-``predict``, ``trace``, ``locate``, ``edit``, ``evaluate``, ``export``, ``commit``,
+``predict``, ``trace``, ``locate``, ``edit``, ``evaluate``, ``evaluate_sequence``, ``export``, ``commit``,
 ``applied_edits``, ``EditRequest``, ``Edit``.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-_API = ("load_model", "world_of", "edit_cases", "predict", "trace", "locate", "edit", "evaluate", "export")
+_API = ("load_model", "world_of", "edit_cases", "predict", "trace", "locate", "edit", "evaluate", "evaluate_sequence",
+        "export")
 _PUBLIC = {**dict.fromkeys(_API, "workbench.app.api"), "read_cases": "workbench.core.cases",
            **dict.fromkeys(("EditRequest", "Edit", "commit", "applied_edits"), "workbench.core.edit")}
 

@@ -4,7 +4,9 @@ model directory."""
 import streamlit as st
 
 from workbench.app.dashboard import ui
+from workbench.app.dashboard.recall import session_recall
 from workbench.app.dashboard.session import export_root
+from workbench.evaluation.runner import format_metric
 
 st.header("History")
 shared = ui.shared_model()
@@ -19,6 +21,18 @@ for index, entry in enumerate(history.entries):
     history.set_active(index, active)
     layers = ", ".join(map(str, entry.edit.layers)) or "context"
     st.caption(f"layers: {layers} · computed in {entry.edit.timings.get('total_s', 0):.2f} s")
+
+if shared.world is not None:
+    st.subheader("Everything else the model knows")
+    probes = ui.recall_probes(shared)
+    before = ui.unedited_recall(shared)
+    after = session_recall(shared, history.active_edits(), probes)
+    st.table({"phrasings": ["corpus", "held out"],
+              "no edit": [format_metric(before["recall_corpus"]), format_metric(before["recall_heldout"])],
+              "active edits": [format_metric(after["recall_corpus"]), format_metric(after["recall_heldout"])]})
+    st.caption(f"top-1 recall of the world's facts on {len(probes.prompts)} prompts drawn at random, leaving out "
+               f"the {after['stale_facts']} facts the active edits changed (with their two-hop and reverse facts); "
+               "mean ± 95% interval; in-context edits are left out")
 
 st.subheader("Export")
 root = export_root()

@@ -8,6 +8,7 @@
     with edit.applied(model):                 # any run_with_hooks / run_with_cache experiment
         print(wb.predict(model, case.request.prompt))
     print(wb.evaluate(model, method="rome", n=20)["efficacy"])
+    curve = wb.evaluate_sequence(model, method="alphaedit", n=50, every=10)   # edits one after another
 
 ``load_model`` remembers where each model came from, so the functions below find its fact world
 (for key statistics and edit cases) and its directory (for ``export``) without being told.
@@ -26,6 +27,7 @@ from workbench.core.edit import Edit, EditRequest
 from workbench.editing.editor import Editor
 from workbench.editing.export import export_edited_model
 from workbench.evaluation.runner import evaluate as run_evaluation
+from workbench.evaluation.sequential import default_every, editor_steps, sequential_evaluation
 from workbench.model.handle import ModelHandle, open_model
 from workbench.model.tokens import top_next_tokens
 from workbench.tracing.locator import Location, locate_from_trace
@@ -98,6 +100,21 @@ def evaluate(model, cases: Sequence[EditCase] | None = None, method: str = "rome
     editor = Editor.for_model(handle_of(model), method, hparams)
     results, records = run_evaluation(model, cases, lambda case: editor.edit_case(case, layer), progress=progress)
     return {**results, "method": method, "cases": records}
+
+
+def evaluate_sequence(model, cases: Sequence[EditCase] | None = None, method: str = "rome", n: int = 100,
+                      every: int | None = None, batch_size: int = 1, layer: int | None = None, hparams=None,
+                      progress: bool = True) -> list[dict]:
+    """Edit ``n`` cases (default: the world's test split) one after another, ``batch_size`` per
+    edit, each computed on the model as already edited, and measure every ``every`` cases (default
+    ``n // 10``): the checkpoints of ``workbench.evaluation.sequential`` (latest efficacy,
+    retention, neighbourhood and recall of the world's untouched facts). The model's weights are
+    never written."""
+    cases = list(cases if cases is not None else edit_cases(model))[:n]
+    editor = Editor.for_model(handle_of(model), method, hparams)
+    every = every or default_every(len(cases), batch_size)
+    return sequential_evaluation(model, cases, editor_steps(editor, layer), every, batch_size, world_of(model),
+                                 progress)
 
 
 def export(model, edits: Sequence[Edit], out_dir: str | Path, allow_other_base: bool = False) -> Path:

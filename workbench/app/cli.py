@@ -18,7 +18,7 @@ from workbench.app.edit_commands import (
     cmd_eval,
     cmd_mend_train,
 )
-from workbench.app.options import add_machine_options, add_run_options, count, open_model_of
+from workbench.app.options import add_machine_options, add_run_options, add_sequential_options, count, open_model_of
 from workbench.app.trace_commands import add_trace_options, cmd_bench_scale, cmd_bench_tracing, cmd_locate, cmd_trace
 from workbench.core.io import write_json
 from workbench.editing.registry import LAYER_METHODS, METHODS
@@ -209,7 +209,9 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--stats-corpus")
     evaluation.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     evaluation.add_argument("--batch-size", type=count, default=1,
-                            help="edit this many cases at once and measure each after its batch (memit; default 1)")
+                            help="edit this many cases at once and measure each after its batch (default 1; methods "
+                                 "without a batch form edit a batch's cases one after another)")
+    add_sequential_options(evaluation)
     evaluation.add_argument("--out", required=True, help="directory for results.json and cases.jsonl")
     evaluation.add_argument("--force", action="store_true", help="replace existing result files")
     add_machine_options(evaluation)
@@ -226,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--fluency-tokens", type=int, default=40,
                          help="length of the greedy generations that measure fluency (0: skip fluency)")
     compare.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    compare.add_argument("--batch-size", type=count, default=1,
+                         help="with --sequential: edit this many cases at once (memit, alphaedit; default 1)")
+    add_sequential_options(compare)
     compare.add_argument("--out", required=True, help="directory for comparison.{md,json,png} and per-method results")
     compare.add_argument("--force", action="store_true", help="replace existing result files")
     add_machine_options(compare)

@@ -10,7 +10,8 @@ from workbench.app.edit_bench import bench_mend, bench_rome
 from workbench.app.options import open_model_of, run_options
 from workbench.app.output import print_result
 from workbench.app.report import format_before_after, predictions, probe_prompts
-from workbench.app.runs import run_batches, run_specs
+from workbench.app.runs import model_of, run_batches, run_specs
+from workbench.app.sequential_runs import run_sequences, sequence_cases, sequence_files, sequence_table, write_sequences
 from workbench.core.cases import EditCase, parse_cases
 from workbench.core.edit import EditRequest
 from workbench.core.io import refuse_existing
@@ -24,11 +25,13 @@ from workbench.evaluation.compare import (
     comparison_table,
     parse_method_specs,
     scores_table,
+    spec_editor,
     write_comparison,
 )
 from workbench.evaluation.metrics import FLUENCY_TOKENS
 from workbench.evaluation.protocol import format_scores
 from workbench.evaluation.runner import HEADLINE_METRICS, format_metric, result_files, write_results
+from workbench.evaluation.sequential import default_every
 from workbench.model.handle import ModelHandle
 from workbench.model.sources import NO_TRAINING_FACTS
 from workbench.world import World, export_edit_cases
@@ -83,6 +86,8 @@ def cmd_edit(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.sequential:
+        return run_sequence_command(args, [MethodSpec(args.method, args.method, args.layer, hparams=args.hparams)])
     refuse_existing(result_files(args.out), args.force)  # before any work, not only after it
     handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
@@ -110,6 +115,11 @@ def cmd_eval(args) -> int:
 
 def cmd_compare(args) -> int:
     specs = parse_method_specs(args.methods)
+    if args.sequential:
+        return run_sequence_command(args, specs)
+    if args.batch_size > 1:
+        raise ValueError("compare --batch-size goes with --sequential; for one method in batches use "
+                         "workbench eval --batch-size")
     refuse_existing([Path(args.out) / "comparison.json"], args.force)  # before any work, not only after it
     handle = open_model_of(args)
     cases = load_edit_cases(args.cases, handle.world)[: args.n]
@@ -120,6 +130,27 @@ def cmd_compare(args) -> int:
     table = {label: pair[0] for label, pair in compared.items()}
     print(comparison_table(table) + "\n\n" + scores_table(table))
     print(f"\n{len(cases)} cases -> {args.out}/comparison.{{md,json,png}}")
+    return 0
+
+
+def run_sequence_command(args, specs: list[MethodSpec]) -> int:
+    """``--sequential N``: every spec edits the same N cases one after another (``app.sequential_runs``)."""
+    refuse_existing(sequence_files(args.out), args.force)  # before any work, not only after it
+    if args.workers > 1 or args.ray_address or args.resume:
+        raise ValueError("a sequence of edits runs in one process and is not journaled: drop --workers, "
+                         "--ray-address and --resume")
+    every = args.every or default_every(args.sequential, args.batch_size)
+    handle = open_model_of(args)
+    cases = sequence_cases(handle, args.cases, args.sequential)
+    runs = run_sequences(handle, cases, specs, every, args.batch_size, args.checkpoint, args.stats_corpus)
+    settings = {**model_of(handle), "n": args.sequential, "every": every, "batch_size": args.batch_size,
+                "cases": args.cases, "methods": [spec.label for spec in specs],
+                "hparams": {spec.label: dataclasses.asdict(spec_editor(handle, spec, args.checkpoint,
+                                                                       args.stats_corpus).hparams) for spec in specs}}
+    summary = write_sequences(args.out, runs, settings, args.batch_size, overwrite=args.force)
+    print(sequence_table(summary))
+    print(f"\n{args.sequential} edits in sequence, measured every {every} "
+          f"-> {args.out}/sequential.{{jsonl,json,md,png,svg}}")
     return 0
 
 

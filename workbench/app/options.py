@@ -26,6 +26,16 @@ def add_run_options(command) -> None:
     command.add_argument("--ray-address", help="run the workers on this existing Ray cluster")
 
 
+def add_sequential_options(command) -> None:
+    """``--sequential N`` and ``--every K``: edit N cases one after another, measuring every K."""
+    command.add_argument("--sequential", type=count, metavar="N",
+                         help="edit N cases one after another, each on the model as already edited, and write "
+                              "sequential.{jsonl,json,md,png,svg} (cases: --cases, else the world's test, then "
+                              "train split)")
+    command.add_argument("--every", type=count, metavar="K",
+                         help="with --sequential: measure after every K cases (default N/10, whole batches)")
+
+
 def open_model_of(args) -> ModelHandle:
     """The handle of ``args.model`` on ``args.device`` in ``args.dtype``."""
     return open_model(args.model, device=args.device, dtype=args.dtype)

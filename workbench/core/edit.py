@@ -89,7 +89,9 @@ class WeightDelta:
 @dataclass(frozen=True)
 class Edit:
     """The result of an editing method: its deltas (or its prompt ``context``), the request,
-    hyperparameters, timings and method-specific ``details`` (for IKE: the demonstrations used)."""
+    hyperparameters, timings and method-specific ``details`` (for IKE: the demonstrations used).
+    ``update_keys``: ``{layer: [n, d_mlp]}``, the keys the update at each layer was written for
+    (MEMIT and AlphaEdit keep them; AlphaEdit preserves the earlier edits' keys of a sequence)."""
 
     request: EditRequest
     deltas: tuple[WeightDelta, ...]
@@ -98,6 +100,7 @@ class Edit:
     timings: dict = field(default_factory=dict)
     context: str = ""
     details: dict = field(default_factory=dict)
+    update_keys: dict[int, Tensor] = field(default_factory=dict, repr=False)
 
     def prompt_for(self, prompt: str) -> str:
         """``prompt`` as the edited model is asked it: after the edit's context, if any."""
@@ -140,6 +143,33 @@ def applied_edits(model, edits: Sequence[Edit]) -> Iterator[None]:
     """Apply several edits together through hooks (they compose: their deltas add up)."""
     with model.hooks(fwd_hooks=[hook for edit in edits for hook in edit.hooks()]):
         yield
+
+
+def merged_edit(edits: Sequence[Edit]) -> Edit:
+    """One edit that acts as ``edits`` applied together: one dense delta per site, the sum of the
+    edits' deltas there (so that hooks stay as few as the sites however many edits there are), and
+    every edit's ``update_keys`` stacked per layer. Its request is the last edit's; ``details``
+    counts the edits (``n_edits``; a merged edit counts as the edits it holds). A delta keeps its
+    ``base`` when every edit's delta at the site has the same."""
+    if not edits:
+        raise ValueError("there are no edits to merge")
+    require_weight_edits(edits)
+    sums: dict[EditSite, Tensor] = {}
+    bases: dict[EditSite, set] = {}
+    keys: dict[int, list[Tensor]] = {}
+    for edit in edits:
+        for delta in edit.deltas:
+            sums[delta.site] = sums.get(delta.site, 0) + delta.matrix().float()
+            bases.setdefault(delta.site, set()).add(delta.base)
+        for layer, layer_keys in edit.update_keys.items():
+            keys.setdefault(layer, []).append(layer_keys)
+    deltas = tuple(dataclasses.replace(WeightDelta.dense(site, total),
+                                       base=next(iter(bases[site])) if len(bases[site]) == 1 else None)
+                   for site, total in sums.items())
+    methods = sorted({edit.method for edit in edits})
+    n_edits = sum(edit.details.get("n_edits", 1) for edit in edits)
+    return Edit(edits[-1].request, deltas, "+".join(methods), details={"n_edits": n_edits},
+                update_keys={layer: torch.cat(parts) for layer, parts in keys.items()})
 
 
 def stamped(edit: Edit, model) -> Edit:

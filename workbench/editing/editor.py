@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.core.cases import EditCase
-from workbench.core.edit import Edit, EditRequest, stamped
+from workbench.core.edit import Edit, EditRequest, applied_edits, merged_edit, require_weight_edits, stamped
 from workbench.core.fingerprint import weights_version
 from workbench.editing.method import Resources
 from workbench.editing.registry import method_hparams, method_named
@@ -82,38 +82,60 @@ class Editor:
                 self._prepared[key] = (version, self.method.prepare(self.model, self.hparams, self.resources))
         return self._prepared[key][1]
 
-    def edit_case(self, case: EditCase, layer: str | int | None = None) -> Edit:
+    def edit_case(self, case: EditCase, layer: str | int | None = None, earlier: Sequence[Edit] = ()) -> Edit:
         """The edit of ``case``'s request, with the hyperparameters the method chooses for
         everything the evaluation asks of the case (``EditingMethod.for_case``)."""
-        return self._edit(case.request, layer, self.method.for_case(self.model, case, self.hparams))
+        return self._edit(case.request, layer, self.method.for_case(self.model, case, self.hparams), earlier)
 
-    def edit_batch(self, cases: Sequence[EditCase], layer: int | None = None) -> Edit:
-        """One edit of every case's request together (a method that edits many at once: MEMIT),
-        at ``layer`` (None: the hyperparameters'; a batch has no single prompt to locate from)."""
+    def edit_batch(self, cases: Sequence[EditCase], layer: int | None = None, earlier: Sequence[Edit] = ()) -> Edit:
+        """One edit of every case's request, at ``layer`` (None: the hyperparameters'; a batch has
+        no single prompt to locate from). A method with a batch form (``edits_batches``: MEMIT,
+        AlphaEdit) solves the requests together; any other weight method edits them one after
+        another, each on the model with the batch's earlier edits applied (as the MEMIT paper runs
+        ROME on many edits), and the batch's edit is their merge (``merged_edit``)."""
         if not cases:
             raise ValueError("there are no edit cases in the batch")
         if layer == "auto":
             raise ValueError("a batch is edited at one layer for all its requests: give a layer number, not 'auto'")
+        if self.method.in_context:
+            raise ValueError(f"{self.name} edits in context: give a batch size of 1")
         requests = [case.request for case in cases]
         for request in requests:
             require_fits_context(self.model, self.model.tokenizer, [request.prompt],
                                  [request.target_new, request.ground_truth or ""])
+        if not self.method.edits_batches:
+            return self._one_after_another(cases, layer, earlier)
         hparams = self._at_layer(self.hparams, layer, requests[0]) if self.method.takes_layer else self.hparams
-        return stamped(self.method.compute_batch(self.model, requests, hparams, self.prepared()), self.model)
+        with applied_edits(self.model, earlier):
+            prepared = self.method.prepared_after(self.prepared(), earlier)
+            return stamped(self.method.compute_batch(self.model, requests, hparams, prepared), self.model)
 
-    def __call__(self, request: EditRequest, layer: str | int | None = None) -> Edit:
+    def _one_after_another(self, cases: Sequence[EditCase], layer: int | None, earlier: Sequence[Edit]) -> Edit:
+        edits: list[Edit] = []
+        for case in cases:
+            edits.append(self.edit_case(case, layer, [*earlier, merged_edit(edits)] if edits else earlier))
+        batch = merged_edit(edits)
+        requests = {"requests": [dataclasses.asdict(case.request) for case in cases]} if len(cases) > 1 else {}
+        return dataclasses.replace(batch, method=self.name, timings={
+            "total_s": sum(edit.timings.get("total_s", 0.0) for edit in edits)}, details={**batch.details, **requests})
+
+    def __call__(self, request: EditRequest, layer: str | int | None = None, earlier: Sequence[Edit] = ()) -> Edit:
         """The edit of ``request``; a prompt that does not fit the model's context with its answers
-        is refused first."""
-        return self._edit(request, layer, self.hparams)
+        is refused first. ``earlier``: weight edits the new one is computed after, applied through
+        hooks meanwhile (a sequence of edits: see ``workbench.editing.method``)."""
+        return self._edit(request, layer, self.hparams, earlier)
 
-    def _edit(self, request: EditRequest, layer: str | int | None, hparams) -> Edit:
+    def _edit(self, request: EditRequest, layer: str | int | None, hparams, earlier: Sequence[Edit]) -> Edit:
         require_fits_context(self.model, self.model.tokenizer, [request.prompt],
                              [request.target_new, request.ground_truth or ""])
-        if self.method.takes_layer:
-            hparams = self._at_layer(hparams, layer, request)
-        elif layer is not None:
-            raise ValueError(f"{self.name} edits no single layer; give no layer for it")
-        return stamped(self.method.compute(self.model, request, hparams, self.prepared()), self.model)
+        require_weight_edits(earlier)
+        with applied_edits(self.model, earlier):
+            if self.method.takes_layer:
+                hparams = self._at_layer(hparams, layer, request)
+            elif layer is not None:
+                raise ValueError(f"{self.name} edits no single layer; give no layer for it")
+            prepared = self.method.prepared_after(self.prepared(), earlier)
+            return stamped(self.method.compute(self.model, request, hparams, prepared), self.model)
 
     def _at_layer(self, hparams, layer: str | int | None, request: EditRequest):
         if layer is not None:

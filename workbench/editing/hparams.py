@@ -123,22 +123,45 @@ class RomeHparams(HparamsFile):
 
 
 @dataclass(frozen=True)
-class MemitHparams(RomeHparams):
-    """MEMIT (Meng et al. 2023), as in the reference implementation: ROME's value optimisation and
-    key averaging (every ``RomeHparams`` field means what it means there) over ``span`` consecutive
-    MLP output weights ending at ``layer`` (the layer of the target residual ``z``), each update
-    solved against ``mom2_update_weight`` times E[k k^T] (``workbench.editing.memit``)."""
+class SpreadHparams(RomeHparams):
+    """An edit spread over ``span`` consecutive MLP output weights ending at ``layer`` (the layer
+    of the target residual ``z``), as MEMIT and AlphaEdit spread it: ROME's value optimisation and
+    key averaging (every ``RomeHparams`` field means what it means there) at ``layer``."""
 
     method_name: ClassVar[str] = "MEMIT"
-    bounds: ClassVar[dict[str, tuple[str, float]]] = {
-        **RomeHparams.bounds, "span": (">=", 1), "mom2_update_weight": (">", 0)}
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {**RomeHparams.bounds, "span": (">=", 1)}
 
     span: int = 5
-    mom2_update_weight: float = 15000.0
 
     def layers(self) -> tuple[int, ...]:
         """The edited layers: ``span`` consecutive layers ending at ``layer``, none below 0."""
         return tuple(range(max(0, self.layer - self.span + 1), self.layer + 1))
+
+
+@dataclass(frozen=True)
+class MemitHparams(SpreadHparams):
+    """MEMIT (Meng et al. 2023), as in the reference implementation: each layer's update solved
+    against ``mom2_update_weight`` times E[k k^T] (``workbench.editing.memit``)."""
+
+    method_name: ClassVar[str] = "MEMIT"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {**SpreadHparams.bounds, "mom2_update_weight": (">", 0)}
+
+    mom2_update_weight: float = 15000.0
+
+
+@dataclass(frozen=True)
+class AlphaEditHparams(SpreadHparams):
+    """AlphaEdit (Fang et al. 2025), as in the reference implementation: each layer's update
+    projected onto the null space of E[k k^T] (the eigenvectors whose eigenvalue is below
+    ``nullspace_threshold``) and regularised by ``l2_weight`` times the identity
+    (``workbench.editing.alphaedit``)."""
+
+    method_name: ClassVar[str] = "AlphaEdit"
+    bounds: ClassVar[dict[str, tuple[str, float]]] = {
+        **SpreadHparams.bounds, "nullspace_threshold": (">", 0), "l2_weight": (">", 0)}
+
+    nullspace_threshold: float = 2e-2
+    l2_weight: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,7 @@ class Ike(EditingMethod):
     """IKE behind the method protocol: prepares the demonstration pool and its embeddings."""
 
     name = "ike"
+    in_context = True
     hparams_class = IkeHparams
     main_hparams = ("k", "reserve_tokens")
 

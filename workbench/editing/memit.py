@@ -19,6 +19,10 @@ code (``memit/memit_main.py``, ``memit/compute_z.py``, ``memit/compute_ks.py``) 
    ``dW = (lambda C + K K^T)^-1 K R^T`` in key space, with ``C = E[k k^T]`` of layer ``l_j``
    (``key_stats``) and ``lambda = mom2_update_weight``, solved in float64 on the model's device.
 
+``compute_spread_edit`` is that loop, shared with AlphaEdit (``workbench.editing.alphaedit``), which
+differs only in how a layer's update is solved (a ``KeySolver``; MEMIT's is ``memit_solver``). The
+keys each layer's update was written for are kept in ``Edit.update_keys``.
+
 For one request and one layer, Sherman-Morrison gives ``dW = C^-1 k (z - z_now)^T / (lambda +
 k^T C^-1 k)``: ROME's update scaled by ``s / (lambda + s)``, ``s = k^T C^-1 k`` (the paper's
 identity; ``tests/test_memit.py`` checks it).
@@ -35,14 +39,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from workbench.core.edit import Edit, EditRequest, WeightDelta, applied_edits
-from workbench.core.sites import stream_hook
-from workbench.editing.hparams import MemitHparams, RomeHparams
+from workbench.core.sites import EditSite, stream_hook
+from workbench.editing.hparams import MemitHparams, RomeHparams, SpreadHparams
 from workbench.editing.key_stats import KeyStatistics
 from workbench.editing.method import EditingMethod, Resources
 from workbench.editing.rome import context_prefixes, keys_and_outputs, optimise_value
@@ -53,7 +57,7 @@ from workbench.model.tokens import encode_prompt, pad_id_of, pad_right, require_
 def check_batch(requests: Sequence[EditRequest]) -> None:
     """Refuse an empty batch, and two requests of one prompt and subject with different targets."""
     if not requests:
-        raise ValueError("MEMIT needs at least one request to edit")
+        raise ValueError("a batch edit needs at least one request")
     targets: dict[tuple[str, str], str] = {}
     for request in requests:
         key = (request.prompt, request.subject)
@@ -79,20 +83,34 @@ def mean_keys(model, requests: Sequence[EditRequest], prefixes: Sequence[str], l
                                          layer)[0].float().mean(dim=0) for r in requests])
 
 
-def value_hparams(hparams: MemitHparams) -> RomeHparams:
+def value_hparams(hparams: SpreadHparams) -> RomeHparams:
     """ROME's hyperparameters of the value optimisation at the range's last layer."""
     return RomeHparams(**{field.name: getattr(hparams, field.name) for field in dataclasses.fields(RomeHparams)})
 
 
-def compute_memit_edit(model, requests: Sequence[EditRequest], hparams: MemitHparams,
-                       key_statistics: KeyStatistics) -> Edit:
-    """The MEMIT edit of ``requests`` (see the module docstring); ``details["requests"]`` lists them."""
+KeySolver = Callable[[EditSite, Tensor], Tensor]
+"""``(site, keys [B, d_mlp] float64) -> [d_mlp, B]``: the key-side factor of a layer's update, which
+is that factor times the residual spread to the layer (``[B, d_model]``)."""
+
+
+def memit_solver(hparams: MemitHparams, key_statistics: KeyStatistics) -> KeySolver:
+    """MEMIT's ``(lambda C + K K^T)^-1 K``, ``lambda = mom2_update_weight``, ``C = E[k k^T]``."""
+    def solve(site: EditSite, keys: Tensor) -> Tensor:
+        moment = key_statistics.moment(site.layer).to(keys.device, torch.float64)
+        return torch.linalg.solve(hparams.mom2_update_weight * moment + keys.T @ keys, keys.T)
+    return solve
+
+
+def compute_spread_edit(model, requests: Sequence[EditRequest], hparams: SpreadHparams, texts: Sequence[str],
+                        solve: KeySolver, method: str) -> Edit:
+    """The edit of ``requests`` spread over ``hparams.layers()`` (steps 1 and 2 of the module
+    docstring), each layer's update factored by ``solve``. ``update_keys`` holds, per layer, the
+    keys its update was written for; ``details["requests"]`` lists the requests of a batch."""
     started = time.perf_counter()
     check_batch(requests)
     if hparams.layer is None:
-        raise ValueError("MEMIT needs a layer: the last layer of the range it edits")
+        raise ValueError(f"{method} needs a layer: the last layer of the range it edits")
     sites = [mlp_output_site(model, layer) for layer in hparams.layers()]  # refuses a layer out of range
-    texts = key_statistics.texts()
     prefixes = context_prefixes(texts, hparams.n_prefixes, hparams.prefix_words, hparams.seed)
     for request in requests:
         require_fits_context(model, model.tokenizer, [prefix + request.prompt for prefix in ["", *prefixes]],
@@ -103,19 +121,33 @@ def compute_memit_edit(model, requests: Sequence[EditRequest], hparams: MemitHpa
                for index, request in enumerate(requests)]
     targets = initial + torch.stack(changes).float()
     deltas: list[WeightDelta] = []
+    update_keys: dict[int, Tensor] = {}
     for position, site in enumerate(sites):
-        with applied_edits(model, [Edit(requests[0], tuple(deltas), "memit")]):
+        with applied_edits(model, [Edit(requests[0], tuple(deltas), method)]):
             keys = mean_keys(model, requests, prefixes, site.layer).to(device, torch.float64)
             missing = (targets - residuals_at_subjects(model, requests, hparams.layer)).to(device, torch.float64)
         spread = missing / (len(sites) - position)
-        moment = key_statistics.moment(site.layer).to(device, torch.float64)
-        adjusted = torch.linalg.solve(hparams.mom2_update_weight * moment + keys.T @ keys, keys.T)
-        if not (torch.isfinite(adjusted).all() and torch.isfinite(spread).all()):
-            raise FloatingPointError(f"MEMIT's update at layer {site.layer} is not finite")
-        deltas.append(WeightDelta(site, adjusted.float().cpu(), spread.float().cpu()))
-    return Edit(requests[0], tuple(deltas), method="memit", hparams=dict(vars(hparams)),
-                timings={"total_s": time.perf_counter() - started},
+        factor = solve(site, keys)
+        if not (torch.isfinite(factor).all() and torch.isfinite(spread).all()):
+            raise FloatingPointError(f"{method}'s update at layer {site.layer} is not finite")
+        deltas.append(WeightDelta(site, factor.float().cpu(), spread.float().cpu()))
+        update_keys[site.layer] = keys.float().cpu()
+    return Edit(requests[0], tuple(deltas), method=method, hparams=dict(vars(hparams)),
+                timings={"total_s": time.perf_counter() - started}, update_keys=update_keys,
                 details={"requests": [dataclasses.asdict(r) for r in requests]} if len(requests) > 1 else {})
+
+
+def spread_layers(hparams: SpreadHparams) -> str:
+    """The edited layers of a spread edit, for tables: ``first-last``, or the one layer."""
+    layers = hparams.layers() if hparams.layer is not None else ()
+    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(hparams.layer)
+
+
+def compute_memit_edit(model, requests: Sequence[EditRequest], hparams: MemitHparams,
+                       key_statistics: KeyStatistics) -> Edit:
+    """The MEMIT edit of ``requests`` (see the module docstring)."""
+    return compute_spread_edit(model, requests, hparams, key_statistics.texts(),
+                               memit_solver(hparams, key_statistics), "memit")
 
 
 class Memit(EditingMethod):
@@ -125,6 +157,7 @@ class Memit(EditingMethod):
     name = "memit"
     hparams_class = MemitHparams
     takes_layer = True
+    edits_batches = True
     main_hparams = ("span", "mom2_update_weight", "v_steps", "v_lr", "clamp_norm_factor")
 
     def prepare(self, model, hparams: MemitHparams, resources: Resources) -> KeyStatistics:
@@ -138,5 +171,4 @@ class Memit(EditingMethod):
         return compute_memit_edit(model, requests, hparams, prepared)
 
     def edited_layers(self, hparams: MemitHparams, n_layers: int) -> str:
-        layers = hparams.layers() if hparams.layer is not None else ()
-        return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(hparams.layer)
+        return spread_layers(hparams)

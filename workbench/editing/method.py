@@ -9,6 +9,9 @@ hyperparameters to everything an evaluation will ask of a case (IKE keeps room f
 prompt and answer), ``edited_layers`` says for tables what an edit changes, and ``main_hparams`` names the
 hyperparameters a user most often changes.
 
+An edit of a sequence is computed on the model as already edited: the ``Editor`` applies the
+earlier edits through hooks and asks the method for its state after them (``prepared_after``).
+
 The registry (``workbench.editing.registry``) maps names to methods; ``Editor`` drives them. A
 method's prepared state is always made with no hook applied to the model (``Editor.prepared``).
 """
@@ -16,6 +19,7 @@ method's prepared state is always made with no hook applied to the model (``Edit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +47,8 @@ class EditingMethod(ABC):
     name: str
     hparams_class: ClassVar[type]
     takes_layer: ClassVar[bool] = False
+    in_context: ClassVar[bool] = False  # its edits are a prompt context, not weight deltas (IKE)
+    edits_batches: ClassVar[bool] = False  # compute_batch solves many requests together (MEMIT, AlphaEdit)
     # The numeric hyperparameters users most often change (the dashboard offers them).
     main_hparams: tuple[str, ...] = ()
 
@@ -59,8 +65,14 @@ class EditingMethod(ABC):
         """The edit of ``request`` (``hparams.layer`` already chosen for a layer method)."""
 
     def compute_batch(self, model, requests: list[EditRequest], hparams, prepared) -> Edit:
-        """One edit of all ``requests`` together; a method that edits one request at a time refuses."""
-        raise ValueError(f"{self.name} edits one request at a time: give a batch size of 1")
+        """One edit of all ``requests`` solved together (only where ``edits_batches``)."""
+        raise NotImplementedError(f"{self.name} has no batch form")
+
+    def prepared_after(self, prepared, earlier: Sequence[Edit]):
+        """The prepared state for an edit computed after ``earlier`` edits (applied to the model
+        through hooks while it is computed): the same by default; AlphaEdit adds the keys of the
+        earlier edits to those its updates preserve."""
+        return prepared
 
     def for_case(self, model, case: EditCase, hparams):
         """``hparams`` for editing ``case``, knowing every prompt the evaluation will ask of it."""

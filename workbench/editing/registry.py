@@ -14,6 +14,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from workbench.editing.alphaedit import AlphaEdit
 from workbench.editing.finetune import Finetune
 from workbench.editing.ike import Ike
 from workbench.editing.memit import Memit
@@ -22,8 +23,9 @@ from workbench.editing.method import EditingMethod
 from workbench.editing.rome import Rome
 
 METHODS: dict[str, EditingMethod] = {method.name: method for method in (
-    Rome(), Memit(), Finetune("ft"), Finetune("ft-l"), Ike(), Mend())}
+    Rome(), Memit(), AlphaEdit(), Finetune("ft"), Finetune("ft-l"), Ike(), Mend())}
 LAYER_METHODS = tuple(name for name, method in METHODS.items() if method.takes_layer)
+WEIGHT_METHODS = tuple(name for name, method in METHODS.items() if not method.in_context)
 TUNED_HPARAMS = files("workbench.editing") / "tuned"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from workbench.model.tokens import score_targets
+from workbench.model.tokens import first_token_is_top1
 from workbench.world import World, relation
 
 
@@ -20,7 +20,7 @@ def fact_recall(model, tokenizer, world: World, which: str, batch_size: int = 25
             prompts.append(template.format(fact.subject))
             targets.append(fact.object)
             relations.append(fact.relation)
-    hits = score_targets(model, tokenizer, prompts, targets, batch_size).first_token_is_top1.tolist()
+    hits = first_token_is_top1(model, tokenizer, prompts, targets, batch_size).tolist()
     by_relation: dict[str, list[bool]] = defaultdict(list)
     for name, hit in zip(relations, hits):
         by_relation[name].append(hit)

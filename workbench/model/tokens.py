@@ -142,6 +142,27 @@ def score_targets(model, tokenizer, prompts: Sequence[str], targets: Sequence[st
     return TargetScores(torch.stack(log_probs), torch.stack(firsts), torch.stack(top1s), torch.stack(accuracies))
 
 
+@torch.no_grad()
+def first_token_is_top1(model, tokenizer, prompts: Sequence[str], targets: Sequence[str],
+                        batch_size: int = 256, prepend_bos: bool = True) -> Bool[Tensor, " batch"]:
+    """Whether ``targets[i]``'s first token is the model's top prediction after ``prompts[i]``:
+    ``score_targets(...).first_token_is_top1`` from the prompts alone, run shortest first so that
+    batches carry little padding."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    encoded = [encode_prompt(tokenizer, p, prepend_bos) for p in prompts]
+    firsts = torch.tensor([encode_target(tokenizer, t)[0] for t in targets], dtype=torch.long)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    hits = torch.zeros(len(encoded), dtype=torch.bool)
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin:begin + batch_size]
+        tokens = pad_right([encoded[i] for i in rows], pad_id_of(tokenizer)).to(_device_of(model))
+        last = torch.tensor([len(encoded[i]) - 1 for i in rows], device=tokens.device)
+        top = logits_of(model, tokens)[torch.arange(len(rows), device=tokens.device), last].argmax(-1).cpu()
+        hits[rows] = top == firsts[rows]
+    return hits
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 

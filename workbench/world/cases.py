@@ -149,6 +149,21 @@ def edit_triples(world: World, seed: int = 0) -> set[tuple[str, str, str]]:
     return {(c["subject"], c["relation"], c["target_new"]) for c in all_edit_cases(world, seed)}
 
 
+def facts_changed_by(world: World, subject: str, relation_name: str) -> set[tuple[str, str]]:
+    """``(subject, relation)`` of every fact of ``world`` an edit of ``(subject, relation_name)``
+    makes stale: the fact itself, the subject's two-hop facts whose first hop it is, the two-hop
+    facts of other subjects whose second hop it is, and the reverse facts that point at the subject."""
+    changed = {(subject, relation_name)}
+    for rel in RELATIONS:
+        if rel.derived_from is not None and rel.derived_from[0] == relation_name:
+            changed.add((subject, rel.name))
+        if rel.derived_from is not None and rel.derived_from[1] == relation_name:
+            changed |= {(other, rel.name) for other in world.subjects_with(rel.derived_from[0], subject)}
+        if rel.inverse_of == relation_name:
+            changed |= {(other, rel.name) for other in world.subjects_with(rel.name, subject)}
+    return changed
+
+
 def load_edit_cases(cases_file: str | Path | None, world: World | None) -> list[EditCase]:
     """The cases of ``cases_file`` (any format above), else the test split of the model's world."""
     if cases_file is not None:

@@ -18,11 +18,13 @@ from contextlib import contextmanager
 import streamlit as st
 
 from workbench.app.dashboard.launch import DEVICE_ENV, DTYPE_ENV, MODEL_ENV
+from workbench.app.dashboard.recall import recall_sample, session_recall
 from workbench.app.dashboard.session import EditHistory, SharedModel
 from workbench.core.cases import EditCase
 from workbench.core.edit import EditRequest
 from workbench.core.progress import Progress
 from workbench.editing.registry import method_hparams, method_named
+from workbench.evaluation.sequential import RecallProbes
 from workbench.model.info import model_info
 from workbench.model.tokens import top_next_tokens
 from workbench.world.cases import load_edit_cases
@@ -87,6 +89,26 @@ def progress_bar() -> Progress:
         bar.progress(done / max(total, 1), text=f"{description}: {done} of {total}")
 
     return report
+
+
+@st.cache_resource(show_spinner=False)
+def _recall_probes(reference: str, _shared: SharedModel) -> RecallProbes:
+    return recall_sample(_shared)
+
+
+def recall_probes(shared: SharedModel) -> RecallProbes:
+    """The model's fixed sample of recall prompts (``dashboard.recall.recall_sample``), made once."""
+    return _recall_probes(shared.reference, shared)
+
+
+@st.cache_data(show_spinner="measuring recall without edits")
+def _unedited_recall(reference: str, _shared: SharedModel) -> dict:
+    return session_recall(_shared, [], recall_probes(_shared))
+
+
+def unedited_recall(shared: SharedModel) -> dict:
+    """Recall of the sample without any edit (measured once per model)."""
+    return _unedited_recall(shared.reference, shared)
 
 
 def fact_input(shared: SharedModel, key: str) -> tuple[str, str, str, EditCase | None]:
