@@ -112,9 +112,10 @@ class Editor:
 
     def _one_after_another(self, cases: Sequence[EditCase], layer: int | None, earlier: Sequence[Edit]) -> Edit:
         edits: list[Edit] = []
+        batch: Edit | None = None  # the batch's edits so far, merged
         for case in cases:
-            edits.append(self.edit_case(case, layer, [*earlier, merged_edit(edits)] if edits else earlier))
-        batch = merged_edit(edits)
+            edits.append(self.edit_case(case, layer, [*earlier, batch] if batch is not None else earlier))
+            batch = merged_edit([batch, edits[-1]] if batch is not None else edits)
         requests = {"requests": [dataclasses.asdict(case.request) for case in cases]} if len(cases) > 1 else {}
         return dataclasses.replace(batch, method=self.name, timings={
             "total_s": sum(edit.timings.get("total_s", 0.0) for edit in edits)}, details={**batch.details, **requests})

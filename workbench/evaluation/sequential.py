@@ -20,8 +20,8 @@ records a checkpoint (``edits``: the number of cases edited so far) with, each a
 Efficacy compares the new target with the true answer by mean per-token log-probability, as
 ``metrics`` does. An edit whose computation is no longer finite on the edited model (a
 ``FloatingPointError``) ends the sequence: the state before it is measured, and the last
-checkpoint says why under ``stopped``. ``recall_thresholds`` finds the number of edits at which a recall first falls
-below a fraction of its start. The model's weights are never written.
+checkpoint says why under ``stopped``. ``recall_thresholds`` finds the number of edits at which a
+recall first falls below a fraction of its start. The model's weights are never written.
 """
 
 from __future__ import annotations
