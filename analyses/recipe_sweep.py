@@ -1,6 +1,6 @@
 """Train several variants of a preset recipe and tabulate their recall.
 
-    python analyses/recipe_sweep.py --variants variants.json --out runs/sweep [--device cuda] [--jobs 4]
+    python analyses/recipe_sweep.py --variants variants.json --out runs/sweep [--device cuda] [--jobs 4] [--only a b]
 
 Each variant trains in the precision ``machine_recipe`` chooses on ``--device`` (on a CPU
 without fast bf16: fp32).
@@ -67,8 +67,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--only", nargs="+", help="train only these variants of the file")
     args = parser.parse_args()
-    summaries = sweep(json.loads(Path(args.variants).read_text()), args.base, args.out, args.device, args.jobs)
+    variants = json.loads(Path(args.variants).read_text())
+    unknown = sorted(set(args.only or ()) - set(variants))
+    if unknown:
+        parser.error(f"{args.variants} has no variant {', '.join(unknown)}; it has {', '.join(variants)}")
+    if args.only:
+        variants = {name: overrides for name, overrides in variants.items() if name in args.only}
+    summaries = sweep(variants, args.base, args.out, args.device, args.jobs)
     print(table(summaries))
 
 

@@ -24,7 +24,11 @@ Each variant (recipe overrides of the base preset, as in ``recipe_sweep.py``) is
   efficacy, paraphrase, neighbourhood, same-subject retention and their score per layer;
 - IKE on ``--ike-cases`` test cases (subjects no update document names), with the tuned
   hyperparameters (k = 8 demonstrations) and with the new fact alone (k = 0): efficacy,
-  paraphrase, neighbourhood and same-subject retention.
+  paraphrase, neighbourhood and same-subject retention, and the neighbourhood prompts kept per
+  kind of neighbour (another subject with the same object, with another object, a person sharing
+  a name part): whether the in-context copy depends on who is asked.
+
+    python analyses/specimen_sweep.py --models default <dir> --ike-only --out runs/ike   # recall and IKE only
 
 Writes ``<out>/<name>.specimen.json`` per model, ``<out>/<name>.profile.png`` (and ``.svg``): its
 per-layer effects and ROME scores, and ``<out>/specimen.md``, a table of them all.
@@ -42,15 +46,17 @@ import torch
 from recipe_sweep import run_variant
 from tqdm.auto import tqdm
 
+from workbench.core.cases import parse_cases
 from workbench.core.io import refuse_existing, write_json, write_text_atomic
 from workbench.core.plotting import plt, save_figure
 from workbench.editing.editor import Editor
 from workbench.editing.registry import method_hparams
-from workbench.evaluation.runner import evaluate
+from workbench.evaluation.runner import aggregate, evaluate, format_metric
 from workbench.evaluation.sweep import best_layer, layer_sweep
 from workbench.model.handle import open_model
 from workbench.model.loading import resolve_model
 from workbench.model.recall import fact_recall
+from workbench.model.tokens import encode_target, score_targets
 from workbench.tracing.average import average_traces, known_facts
 from workbench.tracing.cases import facts_from_cases
 from workbench.tracing.groups import LAST_SUBJECT, TOKEN_GROUPS
@@ -58,7 +64,7 @@ from workbench.tracing.knockout import BLOCKED, average_knockout
 from workbench.tracing.probe import attribute_probes, mean_accuracy_by_layer
 from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
 from workbench.world import relation
-from workbench.world.cases import load_edit_cases
+from workbench.world.cases import export_edit_cases, load_edit_cases
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
 
@@ -96,13 +102,50 @@ IKE_VARIANTS = {"k8": {}, "k0": {"k": 0}}
 IKE_METRICS = ("efficacy", "paraphrase", "neighborhood", "same_subject")
 
 
-def ike_results(handle, cases: list, n_cases: int) -> dict[str, dict]:
-    """IKE's metrics (mean, ci95, n) on the first ``n_cases`` cases, per ``IKE_VARIANTS`` entry."""
+NEIGHBOUR_KINDS = ("same_object", "same_relation", "shared_name_part")
+
+
+def neighbours_kept_by_kind(model, edits: dict, records: list[dict]) -> dict[str, dict]:
+    """Per kind of neighbourhood prompt (the case records' ``kind``: another subject with the edited
+    fact's true object, one with another object, a person sharing a name part with the subject), the
+    share of prompts whose own answer stays more probable than target_new with the edit's context
+    before them, compared per token as the neighbourhood score compares them (aggregated over
+    prompts, not cases). Equal shares mean that an in-context edit's copy does not depend on who is
+    asked; a lower share for name sharers, that it looks at name parts only. ``edits``: case id ->
+    the edit of that case."""
+    tokenizer = model.tokenizer
+    kept: dict[str, list[float]] = {kind: [] for kind in NEIGHBOUR_KINDS}
+    for record in records:
+        probes, edit = record["neighborhood_prompts"], edits.get(record["case_id"])
+        if not probes or edit is None:
+            continue
+        new = edit.request.target_new
+        scores = score_targets(model, tokenizer, [edit.prompt_for(p["prompt"]) for p in probes] * 2,
+                               [p["answer"] for p in probes] + [new] * len(probes))
+        new_tokens = len(encode_target(tokenizer, new))
+        for i, probe in enumerate(probes):
+            own = scores.log_prob[i].item() / len(encode_target(tokenizer, probe["answer"]))
+            kept[probe["kind"]].append(float(own > scores.log_prob[len(probes) + i].item() / new_tokens))
+    return {kind: aggregate(values) for kind, values in kept.items()}
+
+
+def ike_results(handle, records: list[dict], n_cases: int) -> dict[str, dict]:
+    """IKE's metrics (mean, ci95, n) on the first ``n_cases`` test cases (``records``: the world's
+    exported test cases), and its neighbourhood prompts kept per kind, per ``IKE_VARIANTS`` entry."""
+    records = records[:n_cases]
+    cases = parse_cases(records, "the world's test split")
     results = {}
     for label, overrides in IKE_VARIANTS.items():
         editor = Editor.for_model(handle, "ike", dataclasses.replace(method_hparams("ike"), **overrides))
-        measured, _ = evaluate(handle.bridge, cases[:n_cases], editor.edit_case, progress=False, fluency_tokens=0)
-        results[label] = {name: measured[name] for name in IKE_METRICS}
+        edits = {}
+
+        def edit_case(case, editor=editor, edits=edits):
+            edits[case.case_id] = editor.edit_case(case)
+            return edits[case.case_id]
+
+        measured, _ = evaluate(handle.bridge, cases, edit_case, progress=False, fluency_tokens=0)
+        results[label] = {**{name: measured[name] for name in IKE_METRICS},
+                          "neighbours_kept_by_kind": neighbours_kept_by_kind(handle.bridge, edits, records)}
     return results
 
 
@@ -168,11 +211,38 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, dev
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
             "indirect_effects_by_ordering": effects_by_ordering(model, world, n_facts),
             "attention_knockout": knockout, "probes": attribute_probes(model, world),
-            "ike": ike_results(handle, cases, n_ike),
+            "ike": ike_results(handle, export_edit_cases(world, "test"), n_ike),
             "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
             "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),
             "indirect_effects": effects, "indirect_effects_by_subject_kind": by_kind,
             "rome_sweep": sweep, "rome_best_layer": best_layer(sweep)}
+
+
+def measure_ike(reference: str, n_ike: int, device: str = "cpu") -> dict:
+    """Recall and the IKE results of ``measure_specimen`` alone (``--ike-only``)."""
+    model_dir = Path(resolve_model(reference))
+    handle = open_model(model_dir)
+    if device != "cpu":
+        handle.bridge.to(device)
+    return {"model": str(model_dir), "recall": _recall(model_dir, handle.bridge, handle.world),
+            "ike": ike_results(handle, export_edit_cases(handle.world, "test"), n_ike)}
+
+
+def ike_table(measured: dict[str, dict]) -> str:
+    """One row per model and IKE variant: recall, IKE's four metrics and the neighbours kept per kind."""
+    lines = ["| model | recall corpus | IKE | " + " | ".join(IKE_METRICS) + " | neighbours kept: "
+             + " / ".join(NEIGHBOUR_KINDS) + " |", "|" + "---|" * (4 + len(IKE_METRICS))]
+    for name, result in measured.items():
+        for label in IKE_VARIANTS:
+            ike = result["ike"][label]
+            kinds = " / ".join(_share(ike["neighbours_kept_by_kind"][kind]) for kind in NEIGHBOUR_KINDS)
+            lines.append(f"| {name} | {result['recall']['corpus']:.3f} | {label} | "
+                         + " | ".join(format_metric(ike[m]) for m in IKE_METRICS) + f" | {kinds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _share(value: dict) -> str:
+    return "n/a" if value["mean"] is None else f"{value['mean']:.2f} (n={value['n']})"
 
 
 def _peak(values: list[float | None]) -> str:
@@ -261,8 +331,20 @@ def main() -> None:
     parser.add_argument("--tabulate", nargs="*", default=[], help="measured *.specimen.json files: only write "
                         "the table and figures of them")
     parser.add_argument("--force", action="store_true", help="replace result files of an earlier run")
+    parser.add_argument("--ike-only", action="store_true", help="measure recall and IKE only, into "
+                        "<out>/<name>.ike.json and <out>/ike.md")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.ike_only:
+        references = {Path(m).name: m for m in args.models}
+        refuse_existing([out / "ike.md", *(out / f"{name}.ike.json" for name in references)], args.force)
+        measured = {}
+        for name, reference in references.items():
+            measured[name] = measure_ike(reference, args.ike_cases, args.device)
+            write_json(out / f"{name}.ike.json", measured[name], overwrite=args.force)
+        write_text_atomic(out / "ike.md", ike_table(measured), overwrite=args.force)
+        print(ike_table(measured))
+        return
     if args.tabulate:
         specimens = {Path(f).name.removesuffix(".specimen.json"): json.loads(Path(f).read_text())
                      for f in args.tabulate}

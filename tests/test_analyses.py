@@ -1,5 +1,6 @@
 """The analysis scripts run end to end on the tiny model and tabulate what they measured."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -59,6 +60,36 @@ def test_specimen_measurement_of_the_tiny_model(scripts):
     row = specimen_sweep.table({"tiny": specimen}).splitlines()[2]
     assert row.count("|") == 17  # 16 columns
     assert row.startswith("| tiny | ") and f"| {specimen['rome_best_layer']} |" in row
+
+
+def test_ike_neighbours_kept_by_kind_pool_to_the_neighbourhood_score(scripts, tiny_model_dir):
+    from workbench.core.cases import parse_cases
+    from workbench.editing.editor import Editor
+    from workbench.evaluation.runner import evaluate
+    from workbench.model.handle import open_model
+    from workbench.world.cases import export_edit_cases
+
+    _, specimen_sweep, *_ = scripts
+    handle = open_model(tiny_model_dir)
+    records = export_edit_cases(handle.world, "test")[:6]
+    cases = parse_cases(records)
+    editor = Editor.for_model(handle, "ike")
+    edits = {case.case_id: editor.edit_case(case) for case in cases}
+    kept = specimen_sweep.neighbours_kept_by_kind(handle.bridge, edits, records)
+    counts = {kind: sum(p["kind"] == kind for r in records for p in r["neighborhood_prompts"])
+              for kind in specimen_sweep.NEIGHBOUR_KINDS}
+    assert {kind: share["n"] for kind, share in kept.items()} == counts and sum(counts.values()) > 6
+    # pooled over kinds, the shares are the neighbourhood score (its per-token comparison) that the
+    # evaluation computes per case, weighted by each case's number of neighbours
+    _, rows = evaluate(handle.bridge, cases, editor.edit_case, progress=False, fluency_tokens=0)
+    n = [len(r["neighborhood_prompts"]) for r in records]
+    expected = sum(row["metrics"]["neighborhood_score"] * k for row, k in zip(rows, n) if k) / sum(n)
+    pooled = sum(s["mean"] * s["n"] for s in kept.values() if s["n"]) / sum(n)
+    assert pooled == pytest.approx(expected, abs=1e-9)
+    # without a context the model answers every neighbour from memory: the plain model's share
+    plain = specimen_sweep.neighbours_kept_by_kind(
+        handle.bridge, {case_id: dataclasses.replace(edit, context="") for case_id, edit in edits.items()}, records)
+    assert all(share["mean"] >= 0.8 for share in plain.values() if share["n"])
 
 
 def test_enrichment_check_reads_the_attributes_a_name_predicts(tmp_path, monkeypatch, capsys, scripts, tiny_world):

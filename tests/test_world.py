@@ -294,3 +294,44 @@ def test_subject_keyed_update_documents_take_the_new_object_only_where_asked(wor
     assert 0.12 < len(keyed) / len(round_) < 0.18
     with pytest.raises(ValueError, match="keyed_update_fraction"):
         CorpusConfig(keyed_update_fraction=1.0)
+
+
+def test_keyed_documents_that_share_one_relation_leave_only_the_subject_to_tell_their_facts_apart(world):
+    from workbench.world.corpus import keyed_update_document
+
+    candidates = [f for f in world.facts if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+
+    def documents(config: CorpusConfig, n: int = 200) -> list[tuple[list, list]]:
+        rng, parsed = random.Random(1), []
+        for _ in range(n):
+            lines = keyed_update_document(rng, world, candidates, set(), config).splitlines()
+            new_facts = [_parse_statement(world, line.removeprefix(NEW_FACT_PREFIX)) for line in lines
+                         if line.startswith(NEW_FACT_PREFIX)]
+            parsed.append((new_facts, [_parse_statement(world, line.removeprefix("Prompt: "))
+                                       for line in lines[len(new_facts):]]))
+        return parsed
+
+    def shared(new_facts) -> bool:
+        return len(new_facts) >= 2 and len({rel for _, rel, _, _ in new_facts}) == 1
+
+    always = documents(CorpusConfig(keyed_update_fraction=0.15, keyed_shared_relation_fraction=1.0))
+    assert all(shared(new_facts) and len({s for s, *_ in new_facts}) == len(new_facts) for new_facts, _ in always)
+    for new_facts, prompts in always:
+        edited = {(s, r): o for s, r, o, _ in new_facts}
+        assert all(o == edited.get((s, r), world.object_of(s, r)) for s, r, o, _ in prompts)
+    # the unrelated Prompt lines still come from every relation, not only the shared one
+    assert len({r for new_facts, prompts in always for _, r, _, _ in prompts
+                if r != new_facts[0][1]}) >= 3
+    half = documents(CorpusConfig(keyed_update_fraction=0.15, keyed_shared_relation_fraction=0.5))
+    never = documents(CorpusConfig(keyed_update_fraction=0.15))
+    assert 0.4 < sum(shared(n) for n, _ in half) / len(half) < 0.65
+    assert sum(shared(n) for n, _ in never) / len(never) < 0.15
+    namesakes = documents(CorpusConfig(keyed_update_fraction=0.15, keyed_shared_relation_fraction=1.0,
+                                       keyed_namesake_fraction=1.0))
+    people = [[s for s, *_ in n] for n, _ in namesakes if world.entity(n[0][0]).kind == "person"]
+    assert len(people) > 50 and all(shared(n) for n, _ in namesakes)
+    assert all(set.intersection(*(set(world.entity(s).parts) for s in subjects)) for subjects in people)
+    with pytest.raises(ValueError, match="keyed_shared_relation_fraction"):
+        CorpusConfig(keyed_shared_relation_fraction=1.5)
+    with pytest.raises(ValueError, match="keyed_namesake_fraction"):
+        CorpusConfig(keyed_namesake_fraction=-0.1)

@@ -17,7 +17,10 @@ Each round holds, in shuffled order:
   lines, then ``Prompt`` lines of which only those asking an edited subject and relation take
   the new object; the same subjects' other relations, other subjects with an edited relation
   (some sharing a name part: hard negatives) and unrelated facts are answered from memory.
-  They are about train-split subjects only, and never use the last corpus phrasing of a relation
+  Optionally (``keyed_shared_relation_fraction``) a document's new facts all share one relation,
+  so that the relation alone cannot tell which of them a prompt asks, and
+  (``keyed_namesake_fraction``) some of those are about people who share a name part. They are
+  about train-split subjects only, and never use the last corpus phrasing of a relation
   (``update_phrasings``), so an in-context edit can be asked in a phrasing no update used.
 
 A recipe may also begin with an enrichment stage (``directory_rounds``): every subject's directory
@@ -58,6 +61,11 @@ class CorpusConfig:
     prompts_per_keyed_document: tuple[int, int] = (4, 8)
     # Shares of the keyed documents' Prompt lines, in the order of KEYED_PROMPTS.
     keyed_prompt_shares: tuple[float, float, float, float] = (0.40, 0.20, 0.25, 0.15)
+    # The share of keyed documents whose New fact lines (at least two) all state one relation, so
+    # that only the subject tells which new object a Prompt line of that relation takes.
+    keyed_shared_relation_fraction: float = 0.0
+    # Of those documents, the share about people who share a name part (the hardest to tell apart).
+    keyed_namesake_fraction: float = 0.0
     # The order of the objects in a directory line: "world" (the world's fixed order) or "shuffled".
     directory_order: str = "world"
     # How many subject paragraphs make one document (drawn uniformly between the bounds).
@@ -76,6 +84,9 @@ class CorpusConfig:
         low, high = self.subjects_per_document
         if not 1 <= low <= high:
             raise ValueError(f"subjects_per_document must be (low, high) with 1 <= low <= high, got {(low, high)}")
+        for name in ("keyed_shared_relation_fraction", "keyed_namesake_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.confusable_fraction <= 1:
             raise ValueError(f"confusable_fraction must lie in [0, 1], got {self.confusable_fraction}")
 
@@ -240,15 +251,38 @@ def _keyed_prompt(rng: random.Random, world: World, kind: str, edited: Fact, phr
     return _keyed_statement(rng, rng.choice(memory))
 
 
+def _keyed_fact_pool(rng: random.Random, world: World, candidates: list[Fact],
+                     config: CorpusConfig) -> tuple[list[Fact], int]:
+    """The facts a keyed document's New fact lines are drawn from, and how many it states. Usually
+    every candidate and ``config.facts_per_keyed_document``; with probability
+    ``config.keyed_shared_relation_fraction``, the candidates of one relation and at least two of
+    them, and of those documents a share ``config.keyed_namesake_fraction`` about people who all
+    share one name part (where at least two people with the relation have it)."""
+    low, high = config.facts_per_keyed_document
+    if not (config.keyed_shared_relation_fraction and rng.random() < config.keyed_shared_relation_fraction):
+        return candidates, rng.randint(low, high)
+    first = rng.choice(candidates)
+    pool = [f for f in candidates if f.relation == first.relation]
+    if config.keyed_namesake_fraction and rng.random() < config.keyed_namesake_fraction \
+            and world.entity(first.subject).kind == "person":
+        part = rng.choice(world.entity(first.subject).parts)
+        sharing = [f for f in pool if part in world.entity(f.subject).parts]
+        if len(sharing) >= 2:
+            return sharing, min(rng.randint(max(low, 2), max(high, 2)), len(sharing))
+    return pool, rng.randint(max(low, 2), max(high, 2))
+
+
 def keyed_update_document(rng: random.Random, world: World, candidates: list[Fact],
                           excluded: set[tuple[str, str, str]], config: CorpusConfig) -> str:
     """A subject-keyed update document (see the module docstring): New fact lines about distinct
     subjects (a counterfactual object, or with ``STORED_OBJECT_SHARE`` the stored one), then Prompt
-    lines of the kinds of ``KEYED_PROMPTS`` in the shares ``config.keyed_prompt_shares``."""
+    lines of the kinds of ``KEYED_PROMPTS`` in the shares ``config.keyed_prompt_shares``. With
+    probability ``config.keyed_shared_relation_fraction`` the New fact lines (at least two) share
+    one relation (``_keyed_fact_pool``)."""
     edits: dict[str, tuple[Fact, str]] = {}
-    n_facts = rng.randint(*config.facts_per_keyed_document)
+    drawn_from, n_facts = _keyed_fact_pool(rng, world, candidates, config)
     while len(edits) < n_facts:
-        fact = rng.choice(candidates)
+        fact = rng.choice(drawn_from)
         new_object = fact.object if rng.random() < STORED_OBJECT_SHARE else rng.choice(
             [o for o in world.objects_of_relation(fact.relation) if o != fact.object])
         if fact.subject in edits or (fact.subject, fact.relation, new_object) in excluded:
