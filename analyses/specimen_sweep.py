@@ -64,7 +64,7 @@ from workbench.tracing.knockout import BLOCKED, average_knockout
 from workbench.tracing.probe import attribute_probes, mean_accuracy_by_layer
 from workbench.tracing.trace import TraceConfig, trace_fact, whole_subject_restorations
 from workbench.world import relation
-from workbench.world.cases import export_edit_cases, load_edit_cases
+from workbench.world.cases import export_edit_cases
 
 LAST_TOKEN = TOKEN_GROUPS.index("last token")
 
@@ -190,7 +190,8 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, dev
     model, world = handle.bridge, handle.world
     if device != "cpu":
         model = model.to(device)
-    cases = load_edit_cases(None, world)
+    records = export_edit_cases(world, "test")
+    cases = parse_cases(records, "the world's test split")
     facts = facts_from_cases(cases)
     chosen = known_facts(model, facts)[:n_facts]
     config, generator = TraceConfig(window=1, kinds=("resid", "mlp")), torch.Generator().manual_seed(0)
@@ -211,7 +212,7 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, dev
     return {"model": str(model_dir), "recall": _recall(model_dir, model, world), "n_facts_traced": len(traces),
             "indirect_effects_by_ordering": effects_by_ordering(model, world, n_facts),
             "attention_knockout": knockout, "probes": attribute_probes(model, world),
-            "ike": ike_results(handle, export_edit_cases(world, "test"), n_ike),
+            "ike": ike_results(handle, records, n_ike),
             "mean_clean_prob": float(np.mean([t.clean_prob for t in traces])),
             "mean_corrupted_prob": float(np.mean([t.corrupted_prob for t in traces])),
             "indirect_effects": effects, "indirect_effects_by_subject_kind": by_kind,

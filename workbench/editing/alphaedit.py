@@ -39,8 +39,8 @@ from workbench.core.edit import Edit, EditRequest
 from workbench.core.sites import EditSite
 from workbench.editing.hparams import AlphaEditHparams
 from workbench.editing.key_stats import KeyStatistics
-from workbench.editing.memit import KeySolver, compute_spread_edit, spread_layers
-from workbench.editing.method import EditingMethod, Resources
+from workbench.editing.memit import KeySolver, SpreadMethod, compute_spread_edit
+from workbench.editing.method import Resources
 
 
 def null_space_projection(moment: Float[Tensor, "d d"], threshold: float) -> Float[Tensor, "d d"]:
@@ -97,13 +97,11 @@ def compute_alphaedit_edit(model, requests: Sequence[EditRequest], hparams: Alph
                                alphaedit_solver(hparams, state), "alphaedit")
 
 
-class AlphaEdit(EditingMethod):
-    """AlphaEdit behind the method protocol; one request is a batch of one."""
+class AlphaEdit(SpreadMethod):
+    """AlphaEdit behind the method protocol."""
 
     name = "alphaedit"
     hparams_class = AlphaEditHparams
-    takes_layer = True
-    edits_batches = True
     main_hparams = ("span", "nullspace_threshold", "l2_weight", "v_steps", "v_lr", "clamp_norm_factor")
 
     def prepare(self, model, hparams: AlphaEditHparams, resources: Resources) -> AlphaEditState:
@@ -118,12 +116,6 @@ class AlphaEdit(EditingMethod):
                 sums[layer] = sums.get(layer, 0) + keys.T @ keys
         return dataclasses.replace(prepared, earlier_keys=sums)
 
-    def compute(self, model, request: EditRequest, hparams: AlphaEditHparams, prepared: AlphaEditState) -> Edit:
-        return compute_alphaedit_edit(model, [request], hparams, prepared)
-
     def compute_batch(self, model, requests: list[EditRequest], hparams: AlphaEditHparams,
                       prepared: AlphaEditState) -> Edit:
         return compute_alphaedit_edit(model, requests, hparams, prepared)
-
-    def edited_layers(self, hparams: AlphaEditHparams, n_layers: int) -> str:
-        return spread_layers(hparams)

@@ -150,25 +150,30 @@ def compute_memit_edit(model, requests: Sequence[EditRequest], hparams: MemitHpa
                                memit_solver(hparams, key_statistics), "memit")
 
 
-class Memit(EditingMethod):
-    """MEMIT behind the method protocol: the key statistics of ROME (``KeyStatistics``); one
-    request is a batch of one (``compute_memit_edit`` edits many)."""
+class SpreadMethod(EditingMethod):
+    """A method whose edit is spread over a range of layers and solved for a batch of requests at
+    once (MEMIT, AlphaEdit): one request is a batch of one."""
+
+    takes_layer = True
+    edits_batches = True
+
+    def compute(self, model, request: EditRequest, hparams: SpreadHparams, prepared) -> Edit:
+        return self.compute_batch(model, [request], hparams, prepared)
+
+    def edited_layers(self, hparams: SpreadHparams, n_layers: int) -> str:
+        return spread_layers(hparams)
+
+
+class Memit(SpreadMethod):
+    """MEMIT behind the method protocol: the key statistics of ROME (``KeyStatistics``)."""
 
     name = "memit"
     hparams_class = MemitHparams
-    takes_layer = True
-    edits_batches = True
     main_hparams = ("span", "mom2_update_weight", "v_steps", "v_lr", "clamp_norm_factor")
 
     def prepare(self, model, hparams: MemitHparams, resources: Resources) -> KeyStatistics:
         return KeyStatistics(model, resources.facts, resources.stats_corpus, hparams.key_stats_tokens)
 
-    def compute(self, model, request: EditRequest, hparams: MemitHparams, prepared: KeyStatistics) -> Edit:
-        return compute_memit_edit(model, [request], hparams, prepared)
-
     def compute_batch(self, model, requests: list[EditRequest], hparams: MemitHparams,
                       prepared: KeyStatistics) -> Edit:
         return compute_memit_edit(model, requests, hparams, prepared)
-
-    def edited_layers(self, hparams: MemitHparams, n_layers: int) -> str:
-        return spread_layers(hparams)
