@@ -259,15 +259,16 @@ def _parse_statement(world, sentence: str):
 
 
 def test_subject_keyed_update_documents_take_the_new_object_only_where_asked(world):
-    from workbench.world.corpus import KEYED_PROMPTS, keyed_update_document, update_phrasings
+    from workbench.world.corpus import KEYED_PROMPTS, KeyedFactPool, keyed_update_document, update_phrasings
 
     assert next(corpus_rounds(world, CorpusConfig(keyed_update_fraction=0.0), set())) == next(
         corpus_rounds(world, CorpusConfig(), set()))  # the option leaves the default corpus alone
     config = CorpusConfig(keyed_update_fraction=0.15)
-    candidates = [f for f in world.facts if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+    pool = KeyedFactPool(world, [f for f in world.facts
+                                 if relation(f.relation).is_base and world.split_of(f.subject) == "train"])
     rng, kinds, stored, n_new = random.Random(0), Counter(), 0, 0
     for _ in range(300):
-        lines = keyed_update_document(rng, world, candidates, set(), config).splitlines()
+        lines = keyed_update_document(rng, pool, set(), config).splitlines()
         new_facts = [_parse_statement(world, line.removeprefix(NEW_FACT_PREFIX)) for line in lines
                      if line.startswith(NEW_FACT_PREFIX)]
         prompts = [_parse_statement(world, line.removeprefix("Prompt: ")) for line in lines[len(new_facts):]]
@@ -296,15 +297,43 @@ def test_subject_keyed_update_documents_take_the_new_object_only_where_asked(wor
         CorpusConfig(keyed_update_fraction=1.0)
 
 
-def test_keyed_documents_that_share_one_relation_leave_only_the_subject_to_tell_their_facts_apart(world):
-    from workbench.world.corpus import keyed_update_document
+def test_the_keyed_fact_index_gives_what_a_scan_of_the_facts_gives(world):
+    """Keyed documents draw through ``KeyedFactPool``; its views must be the scans they replace, in
+    the same order, or a seed would give another corpus."""
+    from workbench.world.corpus import KeyedFactPool
 
-    candidates = [f for f in world.facts if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+    facts = [f for f in world.facts if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+    pool = KeyedFactPool(world, facts)
+    rng = random.Random(3)
+    people = [e.name for e in world.subjects("person")]
+    for _ in range(30):
+        edited = rng.sample([f.subject for f in facts], rng.randint(1, 4))
+        rel = rng.choice(facts).relation
+        kept = [f for f in facts if f.subject not in edited and f.object not in edited]
+        view = pool.without(edited)
+        assert len(view) == len(kept) and [view[i] for i in range(len(view))] == kept
+        assert list(pool.without(edited, rel)) == [f for f in kept if f.relation == rel]
+        person = rng.choice(people)
+        parts = set(world.entity(person).parts)
+        assert pool.part_sharers_without(person, rel, edited) == [
+            f for f in kept if f.relation == rel and parts & set(world.entity(f.subject).parts)]
+        part = rng.choice(world.entity(person).parts)
+        assert pool.bearing(rel, part) == [f for f in facts if f.relation == rel
+                                           and part in world.entity(f.subject).parts]
+    with pytest.raises(IndexError):
+        pool.without(edited)[len(view)]
+
+
+def test_keyed_documents_that_share_one_relation_leave_only_the_subject_to_tell_their_facts_apart(world):
+    from workbench.world.corpus import KeyedFactPool, keyed_update_document
+
+    pool = KeyedFactPool(world, [f for f in world.facts
+                                 if relation(f.relation).is_base and world.split_of(f.subject) == "train"])
 
     def documents(config: CorpusConfig, n: int = 200) -> list[tuple[list, list]]:
         rng, parsed = random.Random(1), []
         for _ in range(n):
-            lines = keyed_update_document(rng, world, candidates, set(), config).splitlines()
+            lines = keyed_update_document(rng, pool, set(), config).splitlines()
             new_facts = [_parse_statement(world, line.removeprefix(NEW_FACT_PREFIX)) for line in lines
                          if line.startswith(NEW_FACT_PREFIX)]
             parsed.append((new_facts, [_parse_statement(world, line.removeprefix("Prompt: "))

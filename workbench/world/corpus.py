@@ -33,7 +33,8 @@ separates them when the corpus is tokenized.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from workbench.world.facts import Fact, World, statement
@@ -229,58 +230,125 @@ def _keyed_statement(rng: random.Random, fact: Fact, avoid: str | None = None) -
     return statement(rng.choice(phrasings).format(fact.subject), fact.object)
 
 
-def _keyed_prompt(rng: random.Random, world: World, kind: str, edited: Fact, phrasing: str,
-                  memory: list[Fact]) -> str:
+class KeyedFactPool:
+    """The facts subject-keyed update documents draw from (train-split base facts), indexed so that a
+    document's draws cost no pass over all of them. Every view keeps the order of ``facts``, so a
+    document drawn through the index is the one a scan of ``facts`` would give for the same seed.
+
+    A scope is ``None`` (all the facts) or a relation's name (its facts)."""
+
+    def __init__(self, world: World, facts: list[Fact]):
+        self.world, self.facts = world, facts
+        self._lists: dict[str | None, list[Fact]] = defaultdict(list, {None: facts})
+        for fact in facts:
+            self._lists[fact.relation].append(fact)
+        # (scope, entity) -> positions in the scope's list of the facts about or pointing to the entity
+        self._touching: dict[tuple[str | None, str], list[int]] = defaultdict(list)
+        # (relation, name part) -> positions in the relation's list of the facts about a bearer of the part
+        self._bearing: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for scope, scoped in self._lists.items():
+            for position, fact in enumerate(scoped):
+                self._touching[(scope, fact.subject)].append(position)
+                self._touching[(scope, fact.object)].append(position)
+                if scope is not None:
+                    for part in dict.fromkeys(world.entity(fact.subject).parts):
+                        self._bearing[(scope, part)].append(position)
+
+    def of_relation(self, relation_name: str) -> list[Fact]:
+        return self._lists.get(relation_name, [])
+
+    def without(self, entities: Collection[str], relation_name: str | None = None) -> _FactsWithout:
+        """The facts (of ``relation_name``, or all) neither about nor pointing to any of ``entities``,
+        as a read-only sequence."""
+        dropped = {position for name in entities for position in self._touching.get((relation_name, name), ())}
+        return _FactsWithout(self._lists.get(relation_name, []), sorted(dropped))
+
+    def bearing(self, relation_name: str, part: str) -> list[Fact]:
+        """The facts of ``relation_name`` about people with the name part ``part``."""
+        scoped = self._lists.get(relation_name, [])
+        return [scoped[p] for p in self._bearing.get((relation_name, part), ())]
+
+    def part_sharers_without(self, subject: str, relation_name: str, entities: Collection[str]) -> list[Fact]:
+        """The facts of ``relation_name`` about people who share a name part with ``subject``, less those
+        about or pointing to any of ``entities``."""
+        scoped = self._lists.get(relation_name, [])
+        positions = sorted({position for part in self.world.entity(subject).parts
+                            for position in self._bearing.get((relation_name, part), ())})
+        return [scoped[p] for p in positions if scoped[p].subject not in entities and scoped[p].object not in entities]
+
+
+class _FactsWithout(Sequence):
+    """The list ``facts`` less the positions ``dropped`` (ascending), without copying it."""
+
+    def __init__(self, facts: list[Fact], dropped: list[int]):
+        self.facts, self.dropped = facts, dropped
+
+    def __len__(self) -> int:
+        return len(self.facts) - len(self.dropped)
+
+    def __getitem__(self, position: int) -> Fact:
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        index = position
+        for dropped in self.dropped:  # each dropped position at or before the target shifts it on
+            if dropped > index:
+                break
+            index += 1
+        return self.facts[index]
+
+
+def _keyed_prompt(rng: random.Random, pool: KeyedFactPool, kind: str, edited: Fact, phrasing: str,
+                  edited_subjects: Collection[str]) -> str:
     """One Prompt line of ``kind`` (one of ``KEYED_PROMPTS``) about the ``edited`` (new) fact; the lines
-    answered from memory state facts of ``memory`` (none about or pointing to an edited subject)."""
+    answered from memory state facts of ``pool`` neither about nor pointing to an edited subject."""
     if kind == "edited":
         same = rng.random() < 0.5
         template = phrasing if same else rng.choice([p for p in update_phrasings(edited.relation)
                                                       if p != phrasing] or [phrasing])
         return statement(template.format(edited.subject), edited.object)
     if kind == "same_subject":
-        others = [f for f in world.facts_about(edited.subject)
+        others = [f for f in pool.world.facts_about(edited.subject)
                   if f.relation != edited.relation and relation(f.relation).derived_from is None]
         if others:
             return _keyed_statement(rng, rng.choice(others))
     if kind in ("same_subject", "same_relation"):
-        peers = [f for f in memory if f.relation == edited.relation]
-        parts = set(world.entity(edited.subject).parts)
-        sharers = [f for f in peers if parts & set(world.entity(f.subject).parts)]
+        sharers = pool.part_sharers_without(edited.subject, edited.relation, edited_subjects)
+        peers = pool.without(edited_subjects, edited.relation)
         return _keyed_statement(rng, rng.choice(sharers if sharers and rng.random() < 0.5 else peers))
-    return _keyed_statement(rng, rng.choice(memory))
+    return _keyed_statement(rng, rng.choice(pool.without(edited_subjects)))
 
 
-def _keyed_fact_pool(rng: random.Random, world: World, candidates: list[Fact],
-                     config: CorpusConfig) -> tuple[list[Fact], int]:
+def _keyed_fact_pool(rng: random.Random, pool: KeyedFactPool, config: CorpusConfig) -> tuple[list[Fact], int]:
     """The facts a keyed document's New fact lines are drawn from, and how many it states. Usually
-    every candidate and ``config.facts_per_keyed_document``; with probability
-    ``config.keyed_shared_relation_fraction``, the candidates of one relation and at least two of
+    every fact of ``pool`` and ``config.facts_per_keyed_document``; with probability
+    ``config.keyed_shared_relation_fraction``, the facts of one relation and at least two of
     them, and of those documents a share ``config.keyed_namesake_fraction`` about people who all
     share one name part (where at least two people with the relation have it)."""
     low, high = config.facts_per_keyed_document
     if not (config.keyed_shared_relation_fraction and rng.random() < config.keyed_shared_relation_fraction):
-        return candidates, rng.randint(low, high)
-    first = rng.choice(candidates)
-    pool = [f for f in candidates if f.relation == first.relation]
+        return pool.facts, rng.randint(low, high)
+    world = pool.world
+    first = rng.choice(pool.facts)
+    same_relation = pool.of_relation(first.relation)
     if config.keyed_namesake_fraction and rng.random() < config.keyed_namesake_fraction \
             and world.entity(first.subject).kind == "person":
         part = rng.choice(world.entity(first.subject).parts)
-        sharing = [f for f in pool if part in world.entity(f.subject).parts]
+        sharing = pool.bearing(first.relation, part)
         if len(sharing) >= 2:
             return sharing, min(rng.randint(max(low, 2), max(high, 2)), len(sharing))
-    return pool, rng.randint(max(low, 2), max(high, 2))
+    return same_relation, rng.randint(max(low, 2), max(high, 2))
 
 
-def keyed_update_document(rng: random.Random, world: World, candidates: list[Fact],
-                          excluded: set[tuple[str, str, str]], config: CorpusConfig) -> str:
+def keyed_update_document(rng: random.Random, pool: KeyedFactPool, excluded: set[tuple[str, str, str]],
+                          config: CorpusConfig) -> str:
     """A subject-keyed update document (see the module docstring): New fact lines about distinct
     subjects (a counterfactual object, or with ``STORED_OBJECT_SHARE`` the stored one), then Prompt
     lines of the kinds of ``KEYED_PROMPTS`` in the shares ``config.keyed_prompt_shares``. With
     probability ``config.keyed_shared_relation_fraction`` the New fact lines (at least two) share
     one relation (``_keyed_fact_pool``)."""
+    world = pool.world
     edits: dict[str, tuple[Fact, str]] = {}
-    drawn_from, n_facts = _keyed_fact_pool(rng, world, candidates, config)
+    drawn_from, n_facts = _keyed_fact_pool(rng, pool, config)
     while len(edits) < n_facts:
         fact = rng.choice(drawn_from)
         new_object = fact.object if rng.random() < STORED_OBJECT_SHARE else rng.choice(
@@ -290,11 +358,10 @@ def keyed_update_document(rng: random.Random, world: World, candidates: list[Fac
         phrasing = rng.choice(update_phrasings(fact.relation))
         edits[fact.subject] = (Fact(fact.subject, fact.relation, new_object), phrasing)
     lines = [NEW_FACT_PREFIX + statement(phrasing.format(new.subject), new.object) for new, phrasing in edits.values()]
-    memory = [fact for fact in candidates if fact.subject not in edits and fact.object not in edits]
     for _ in range(rng.randint(*config.prompts_per_keyed_document)):
         new, phrasing = rng.choice(list(edits.values()))
         kind = rng.choices(KEYED_PROMPTS, config.keyed_prompt_shares)[0]
-        lines.append(PROMPT_PREFIX + _keyed_prompt(rng, world, kind, new, phrasing, memory))
+        lines.append(PROMPT_PREFIX + _keyed_prompt(rng, pool, kind, new, phrasing, edits))
     return "\n".join(lines)
 
 
@@ -309,6 +376,7 @@ def corpus_rounds(world: World, config: CorpusConfig,
     subjects = [entity.name for entity in world.subjects()]
     update_candidates = [f for f in world.facts
                          if relation(f.relation).is_base and world.split_of(f.subject) == "train"]
+    keyed_pool = KeyedFactPool(world, update_candidates)
     n_mixed = round(config.mixed_documents_per_subject * len(subjects))
     n_update = round(config.update_documents_per_subject * len(subjects))
     fraction = config.keyed_update_fraction
@@ -321,7 +389,7 @@ def corpus_rounds(world: World, config: CorpusConfig,
                       for _ in range(n_mixed)]
         documents += [update_document(rng, world, update_candidates, excluded_edits, rng.randint(low, high),
                                       config.update_neighbour_lines) for _ in range(n_update)]
-        documents += [keyed_update_document(rng, world, update_candidates, excluded_edits, config)
+        documents += [keyed_update_document(rng, keyed_pool, excluded_edits, config)
                       for _ in range(n_keyed)]
         rng.shuffle(documents)
         yield documents
