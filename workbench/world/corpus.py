@@ -244,15 +244,15 @@ class KeyedFactPool:
             self._lists[fact.relation].append(fact)
         # (scope, entity) -> positions in the scope's list of the facts about or pointing to the entity
         self._touching: dict[tuple[str | None, str], list[int]] = defaultdict(list)
-        # (relation, name part) -> positions in the relation's list of the facts about a bearer of the part
-        self._bearing: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # (relation, name part) -> positions in the relation's list of the facts about a subject with that part
+        self._with_part: dict[tuple[str, str], list[int]] = defaultdict(list)
         for scope, scoped in self._lists.items():
             for position, fact in enumerate(scoped):
                 self._touching[(scope, fact.subject)].append(position)
                 self._touching[(scope, fact.object)].append(position)
                 if scope is not None:
                     for part in dict.fromkeys(world.entity(fact.subject).parts):
-                        self._bearing[(scope, part)].append(position)
+                        self._with_part[(scope, part)].append(position)
 
     def of_relation(self, relation_name: str) -> list[Fact]:
         return self._lists.get(relation_name, [])
@@ -263,17 +263,17 @@ class KeyedFactPool:
         dropped = {position for name in entities for position in self._touching.get((relation_name, name), ())}
         return _FactsWithout(self._lists.get(relation_name, []), sorted(dropped))
 
-    def bearing(self, relation_name: str, part: str) -> list[Fact]:
-        """The facts of ``relation_name`` about people with the name part ``part``."""
+    def with_name_part(self, relation_name: str, part: str) -> list[Fact]:
+        """The facts of ``relation_name`` about subjects whose name has the part ``part``."""
         scoped = self._lists.get(relation_name, [])
-        return [scoped[p] for p in self._bearing.get((relation_name, part), ())]
+        return [scoped[p] for p in self._with_part.get((relation_name, part), ())]
 
     def part_sharers_without(self, subject: str, relation_name: str, entities: Collection[str]) -> list[Fact]:
-        """The facts of ``relation_name`` about people who share a name part with ``subject``, less those
-        about or pointing to any of ``entities``."""
+        """The facts of ``relation_name`` about subjects that share a name part with ``subject``, less
+        those about or pointing to any of ``entities``."""
         scoped = self._lists.get(relation_name, [])
         positions = sorted({position for part in self.world.entity(subject).parts
-                            for position in self._bearing.get((relation_name, part), ())})
+                            for position in self._with_part.get((relation_name, part), ())})
         return [scoped[p] for p in positions if scoped[p].subject not in entities and scoped[p].object not in entities]
 
 
@@ -333,7 +333,7 @@ def _keyed_fact_pool(rng: random.Random, pool: KeyedFactPool, config: CorpusConf
     if config.keyed_namesake_fraction and rng.random() < config.keyed_namesake_fraction \
             and world.entity(first.subject).kind == "person":
         part = rng.choice(world.entity(first.subject).parts)
-        sharing = pool.bearing(first.relation, part)
+        sharing = pool.with_name_part(first.relation, part)
         if len(sharing) >= 2:
             return sharing, min(rng.randint(max(low, 2), max(high, 2)), len(sharing))
     return same_relation, rng.randint(max(low, 2), max(high, 2))
