@@ -179,17 +179,23 @@ def effects_by_ordering(model, world, n_facts: int) -> dict[str, dict]:
     return results
 
 
+def _open_on(reference: str, device: str):
+    """``(model directory, handle)`` of a preset or directory, its model moved to ``device``."""
+    model_dir = Path(resolve_model(reference))
+    handle = open_model(model_dir)
+    if device != "cpu":
+        handle.bridge.to(device)
+    return model_dir, handle
+
+
 def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, device: str = "cpu") -> dict:
     """Recall, per-layer indirect effects and the ROME layer sweep of one model (see the docstring).
 
     The traced facts are also averaged by subject kind (people, whose names are several words,
     and every other subject), since a subject's tokenisation decides what its last token can hold.
     """
-    model_dir = Path(resolve_model(reference))
-    handle = open_model(model_dir)
+    model_dir, handle = _open_on(reference, device)
     model, world = handle.bridge, handle.world
-    if device != "cpu":
-        model = model.to(device)
     records = export_edit_cases(world, "test")
     cases = parse_cases(records, "the world's test split")
     facts = facts_from_cases(cases)
@@ -221,10 +227,7 @@ def measure_specimen(reference: str, n_facts: int, n_edits: int, n_ike: int, dev
 
 def measure_ike(reference: str, n_ike: int, device: str = "cpu") -> dict:
     """Recall and the IKE results of ``measure_specimen`` alone (``--ike-only``)."""
-    model_dir = Path(resolve_model(reference))
-    handle = open_model(model_dir)
-    if device != "cpu":
-        handle.bridge.to(device)
+    model_dir, handle = _open_on(reference, device)
     return {"model": str(model_dir), "recall": _recall(model_dir, handle.bridge, handle.world),
             "ike": ike_results(handle, export_edit_cases(handle.world, "test"), n_ike)}
 
