@@ -230,6 +230,25 @@ def test_a_whole_name_tokenizer_keeps_every_invented_word_in_one_token():
     assert sum(len(split.tokenize(" " + word)) for word in words) > 2 * len(words)
 
 
+def test_a_tokenizer_can_keep_only_peoples_names_whole():
+    from workbench.model.presets import preset
+    from workbench.model.sources import WorldSource
+    from workbench.model.tokenizer import invented_words
+
+    recipe = preset("tiny").with_overrides("people", {"training": {"tokenizer_whole_name_kinds": ["person"]}})
+    assert recipe.training.tokenizer_whole_name_kinds == ("person",)
+    world = build_world(recipe.world)
+    tokenizer = WorldSource(recipe).tokenizer()
+    people, places = invented_words(world, {"person"}), invented_words(world, {"city", "country"})
+    assert people and all(len(tokenizer.tokenize(" " + word)) == 1 for word in people)
+    assert sum(len(tokenizer.tokenize(" " + word)) for word in places) > 2 * len(places)
+    with pytest.raises(ValueError, match="unknown entity kinds"):
+        preset("tiny").with_overrides("typo", {"training": {"tokenizer_whole_name_kinds": ["people"]}})
+    with pytest.raises(ValueError, match="not both"):
+        preset("tiny").with_overrides("both", {"training": {"tokenizer_whole_names": True,
+                                                            "tokenizer_whole_name_kinds": ["person"]}})
+
+
 def test_update_neighbour_lines_add_a_same_relation_fact_that_keeps_its_answer(world):
     from workbench.world.corpus import update_demonstration
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 from workbench.world import CorpusConfig, WorldConfig
+from workbench.world.facts import ENTITY_KINDS
 
 RECIPE_VERSION = 1  # bump when generation or training code changes what a recipe produces
 
@@ -41,6 +42,9 @@ class TrainingConfig:
     # False: names split into syllable tokens (see workbench.model.tokenizer); True: the tokenizer
     # is trained on the real corpus, so with a large enough vocabulary every name part is one token.
     tokenizer_whole_names: bool = False
+    # Entity kinds whose invented words stay whole when ``tokenizer_whole_names`` is False, for
+    # example ("person",): people's name parts become tokens, places and companies stay syllables.
+    tokenizer_whole_name_kinds: tuple[str, ...] = ()
     # Where it trains ("cpu" or "cuda"): a GPU's kernels give other weights than a CPU's.
     device: str = "cpu"
     # An enrichment stage of this many steps on directory lines alone comes before the corpus's
@@ -56,8 +60,21 @@ class TrainingConfig:
     corpus_passes: int = 1
 
     def __post_init__(self):
+        object.__setattr__(self, "tokenizer_whole_name_kinds", tuple(self.tokenizer_whole_name_kinds))  # JSON lists
         if self.corpus_passes < 1:
             raise ValueError(f"corpus_passes must be at least 1, got {self.corpus_passes}")
+        unknown = set(self.tokenizer_whole_name_kinds) - set(ENTITY_KINDS)
+        if unknown:
+            raise ValueError(f"tokenizer_whole_name_kinds: unknown entity kinds {sorted(unknown)}; "
+                             f"known: {ENTITY_KINDS}")
+        if self.tokenizer_whole_names and self.tokenizer_whole_name_kinds:
+            raise ValueError("tokenizer_whole_names already keeps every kind whole; "
+                             "set it or tokenizer_whole_name_kinds, not both")
+
+    @property
+    def whole_name_kinds(self) -> tuple[str, ...]:
+        """The entity kinds whose invented words the tokenizer is trained on as they are."""
+        return ENTITY_KINDS if self.tokenizer_whole_names else self.tokenizer_whole_name_kinds
 
 
 # Fields added after recipe version 1 that leave the trained model unchanged at their default:
@@ -70,7 +87,8 @@ ADDED_LATER = (("corpus", "anaphora_fraction", 0.0), ("corpus", "directory_fract
                ("corpus", "keyed_shared_relation_fraction", 0.0), ("corpus", "keyed_namesake_fraction", 0.0),
                ("corpus", "directory_order", "world"),
                ("corpus", "subjects_per_document", (1, 1)), ("corpus", "confusable_fraction", 0.0),
-               ("training", "tokenizer_whole_names", False), ("training", "device", "cpu"),
+               ("training", "tokenizer_whole_names", False), ("training", "tokenizer_whole_name_kinds", ()),
+               ("training", "device", "cpu"),
                ("training", "enrichment_steps", 0), ("training", "late_mlp_layers", 0),
                ("training", "late_mlp_lr_fraction", 0.1), ("training", "late_mlp_slow_steps", 0),
                ("training", "corpus_passes", 1))

@@ -41,12 +41,12 @@ class WorldSource:
         self.recipe, self.world = recipe, build_world(recipe.world)
 
     def tokenizer(self):
-        """Trained on rounds of the world's corpus: anonymised (names stay multi-token) unless
-        ``tokenizer_whole_names``."""
+        """Trained on rounds of the world's corpus, anonymised (names stay multi-token) except for
+        the entity kinds the recipe keeps whole."""
         cfg = self.recipe.training
         documents = itertools.chain.from_iterable(
             itertools.islice(corpus_rounds(self.world, self.recipe.corpus, set()), cfg.tokenizer_rounds))
-        texts = documents if cfg.tokenizer_whole_names else anonymised_texts(self.world, documents, cfg.seed)
+        texts = anonymised_texts(self.world, documents, cfg.seed, keep_kinds=cfg.whole_name_kinds)
         return train_tokenizer(texts, self.recipe.architecture.vocab_size, cfg.tokenizer_min_frequency)
 
     def rounds(self) -> Iterator[list[str]]:

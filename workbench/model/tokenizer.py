@@ -3,7 +3,9 @@
 The tokenizer is trained on corpus text in which every invented word (name parts, city, country,
 company-stem, language and continent names) is replaced by a fresh random syllable word. Merges
 therefore learn the template vocabulary and common syllables but never a whole name, so names
-split into syllable-sized tokens.
+split into syllable-sized tokens. The words of the entity kinds a recipe keeps whole (all of
+them, or for example only people's name parts) are left as they are, so with a large enough
+vocabulary each of them becomes one token.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from workbench.world.names import random_word
 END_OF_TEXT = "<|endoftext|>"
 
 
-def invented_words(world: World) -> set[str]:
-    """Every word of the world that is invented (not an ordinary English word)."""
+def invented_words(world: World, kinds: Iterable[str] | None = None) -> set[str]:
+    """Every word of the world that is invented (not an ordinary English word), of the entities
+    of ``kinds`` (all kinds if None)."""
     words: set[str] = set()
     for entity in world.entities:
+        if kinds is not None and entity.kind not in kinds:
+            continue
         if entity.kind == "person":
             words.update(entity.parts)
         elif entity.kind == "company":
@@ -34,10 +39,17 @@ def invented_words(world: World) -> set[str]:
     return words
 
 
-def anonymised_texts(world: World, documents: Iterable[str], seed: int) -> Iterator[str]:
-    """``documents`` with every invented word replaced by a random syllable word."""
+def anonymised_texts(world: World, documents: Iterable[str], seed: int,
+                     keep_kinds: Iterable[str] = ()) -> Iterator[str]:
+    """``documents`` with every invented word replaced by a random syllable word, except the words
+    of the entities of ``keep_kinds``."""
+    keep = set(keep_kinds)
+    words = invented_words(world, {entity.kind for entity in world.entities} - keep)
+    if not words:
+        yield from documents
+        return
     rng = random.Random(seed)
-    pattern = re.compile(r"\b(" + "|".join(sorted(invented_words(world), key=len, reverse=True)) + r")\b")
+    pattern = re.compile(r"\b(" + "|".join(sorted(words, key=len, reverse=True)) + r")\b")
     for document in documents:
         yield pattern.sub(lambda _: random_word(rng), document)
 

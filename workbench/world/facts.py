@@ -24,6 +24,7 @@ from workbench.world.relations import (
 )
 
 SUBJECT_KINDS = ("person", "city", "country", "company")
+ENTITY_KINDS = (*SUBJECT_KINDS, "language", "continent")
 
 
 @dataclass(frozen=True)
