@@ -58,8 +58,10 @@ def uninterrupted(tmp_path_factory, tiny_model_dir) -> tuple[dict, list[dict]]:
 def test_a_run_interrupted_by_a_signal_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, capsys):
     out = tmp_path / "run"
     journal = out / JOURNAL_FILE
+    # A shell that starts pytest in the background ignores SIGINT, and the child would inherit that.
     process = subprocess.Popen([sys.executable, "-m", "workbench.app.cli", *EVAL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (journal.is_file() and journal.read_text().count("\n") >= 3):  # the settings and two cases
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
