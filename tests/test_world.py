@@ -338,7 +338,7 @@ def test_the_keyed_fact_index_gives_what_a_scan_of_the_facts_gives(world):
             f for f in kept if f.relation == rel and parts & set(world.entity(f.subject).parts)]
         part = rng.choice(world.entity(person).parts)
         assert pool.with_name_part(rel, part) == [f for f in facts if f.relation == rel
-                                           and part in world.entity(f.subject).parts]
+                                                  and part in world.entity(f.subject).parts]
     with pytest.raises(IndexError):
         pool.without(edited)[len(view)]
 
